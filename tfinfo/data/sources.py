@@ -1,0 +1,448 @@
+"""Image data sources: data specs, `.npz` files, image folders and TFDS.
+
+Every loader returns an `ImageSplits`: uint8 NHWC images and int32 labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import zipfile
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+_SPEC_ERROR = (
+    "Expected a data spec of the form 'embedded', 'npz:PATH', 'dir:PATH' or "
+    "'tfds:NAME[:classes=...]'. Received: spec={spec!r}"
+)
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_TFDS_BATCH_SIZE = 1024
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ImageSplits:
+    """Train/test image arrays of one dataset.
+
+    Args:
+        x_train: uint8 images of shape `(N, H, W, C)`.
+        y_train: int32 labels in `0..num_classes-1`, shape `(N,)`.
+        x_test: uint8 images of shape `(M, H, W, C)`.
+        y_test: int32 labels, shape `(M,)`.
+        num_classes: number of classes.
+        name: a short name of the dataset, used in logs and messages.
+        original_rank: rank of the images as stored by the source (3 for
+            `(N, H, W)`, 4 for `(N, H, W, C)`).
+        skipped_files: number of unreadable image files that were skipped.
+
+    Example:
+
+    >>> splits = load_spec("embedded", role="source")
+    >>> splits.image_shape
+    (28, 28, 1)
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    name: str
+    original_rank: int = 4
+    skipped_files: int = 0
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """The `(H, W, C)` shape of one image."""
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+
+def _display(name: str) -> str:
+    return name if "`" in name else f"`{name}`"
+
+
+def validate_images(x, *, name: str) -> np.ndarray:
+    """Checks an image array and converts it to uint8 NHWC.
+
+    Float images with a maximum of at most 1.0 are scaled by 255; float images
+    in [0, 255] are kept. Values are rounded to the nearest integer.
+
+    Args:
+        x: images of shape `(N, H, W)` or `(N, H, W, C)` with C in {1, 3},
+            integer or float.
+        name: the argument name used in error messages, e.g. `"x_train"`.
+
+    Returns:
+        A C-contiguous uint8 array of shape `(N, H, W, C)`.
+
+    Raises:
+        ValueError: for a non-numeric dtype, a wrong rank or channel count, no
+            images, NaN or inf values, or values outside [0, 255].
+
+    Example:
+
+    >>> validate_images(np.zeros((2, 8, 8), "float32"), name="x").shape
+    (2, 8, 8, 1)
+    """
+    shown = _display(name)
+    x = np.asarray(x)
+    if x.dtype.kind not in "uif":
+        raise ValueError(f"Expected {shown} to be a numeric image array (uint8 or float). "
+                         f"Received: dtype={x.dtype}")
+    if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
+        raise ValueError(f"Expected {shown} to be images of shape (N, H, W) or (N, H, W, C) "
+                         f"with C in {{1, 3}}. Received: shape={x.shape}")
+    if x.size == 0:
+        raise ValueError(f"Expected {shown} to hold at least one non-empty image. "
+                         f"Received: shape={x.shape}")
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    if x.dtype == np.uint8:
+        return np.ascontiguousarray(x)
+    if x.dtype.kind == "f":
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        if bad:
+            raise ValueError(f"Expected finite pixel values in {shown}. "
+                             f"Received: {bad} NaN or inf values")
+    low, high = x.min(), x.max()
+    if low < 0 or high > 255:
+        raise ValueError(f"Expected pixel values in [0, 255] (or [0, 1] for floats) in "
+                         f"{shown}. Received: min={low}, max={high}")
+    if x.dtype.kind == "f":
+        x = np.rint(x.astype(np.float32) * np.float32(255.0 if high <= 1.0 else 1.0))
+    return np.ascontiguousarray(x.astype(np.uint8))
+
+
+def validate_labels(y, *, num_images: int, name: str) -> np.ndarray:
+    """Checks class labels and converts them to int32.
+
+    Args:
+        y: integer labels of shape `(N,)` or `(N, 1)`; integral floats are
+            accepted.
+        num_images: the number of images the labels belong to.
+        name: the argument name used in error messages, e.g. `"y_train"`.
+
+    Returns:
+        An int32 array of shape `(N,)`.
+
+    Raises:
+        ValueError: for non-numeric or non-integer labels, a wrong shape, a
+            length different from `num_images`, or negative labels.
+
+    Example:
+
+    >>> validate_labels([0, 2, 1], num_images=3, name="y").dtype
+    dtype('int32')
+    """
+    shown = _display(name)
+    y = np.asarray(y)
+    if y.dtype.kind not in "uif":
+        raise ValueError(f"Expected integer class labels in {shown}. Received: dtype={y.dtype}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"Expected {shown} to be labels of shape (N,). Received: shape={y.shape}")
+    if len(y) != num_images:
+        raise ValueError(f"Expected {shown} to hold one label per image ({num_images}). "
+                         f"Received: {len(y)} labels")
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            raise ValueError(f"Expected integer class labels in {shown}. Received: "
+                             f"{int(bad.sum())} non-integer values such as {y[bad][0]}")
+    if y.size and y.min() < 0:
+        raise ValueError(f"Expected non-negative class labels in {shown}. "
+                         f"Received: labels containing {y.min()}")
+    if y.size and y.max() > np.iinfo(np.int32).max:
+        raise ValueError(f"Expected class labels below 2**31 in {shown}. "
+                         f"Received: labels containing {y.max()}")
+    return y.astype(np.int32)
+
+
+def _stratified_indices(y: np.ndarray, test_fraction: float, seed) -> tuple:
+    """Seeded stratified split of `range(len(y))` into shuffled train/test indices."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_test = min(int(round(len(idx) * test_fraction)), len(idx) - 1)
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+
+
+def load_npz(path) -> ImageSplits:
+    """Loads `x_train, y_train, x_test, y_test` from an `.npz` file.
+
+    The file is read with `allow_pickle=False`: object arrays are refused and
+    never unpickled.
+
+    Args:
+        path: path of the `.npz` file. Images are `(N, H, W)` or
+            `(N, H, W, C)`, uint8 or float (in [0, 1] or [0, 255]).
+
+    Returns:
+        An `ImageSplits` with `num_classes = max label + 1`.
+
+    Raises:
+        ValueError: if the file is missing or unreadable, lacks an array,
+            holds an object array, or any array fails validation.
+
+    Example:
+
+    >>> splits = load_npz("/data/mnist.npz")
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"Expected an existing .npz file. Received: path={path!r}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"Expected a readable .npz file at {path}. Received: {e}") from e
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"Expected an .npz archive of named arrays at {path}. "
+                         f"Received: a single array of type {type(data).__name__}")
+    arrays = {}
+    with data:
+        missing = [k for k in _NPZ_KEYS if k not in data.files]
+        if missing:
+            raise ValueError(f"Expected arrays {', '.join(_NPZ_KEYS)} in {path}. "
+                             f"Received: arrays {sorted(data.files)} (missing {missing})")
+        for key in _NPZ_KEYS:
+            try:
+                arrays[key] = data[key]
+            except ValueError as e:
+                raise ValueError(f"Expected `{key}` in {path} to be a numeric array; object "
+                                 "arrays are refused because loading them would unpickle "
+                                 "(and could run) arbitrary code. Received: an object "
+                                 f"(pickled) array ({e})") from e
+    ranks = {k: arrays[k].ndim for k in ("x_train", "x_test")}
+    x_train = validate_images(arrays["x_train"], name=f"`x_train` in {path}")
+    x_test = validate_images(arrays["x_test"], name=f"`x_test` in {path}")
+    if ranks["x_train"] != ranks["x_test"] or x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(f"Expected `x_test` in {path} to have the image shape of `x_train` "
+                         f"{arrays['x_train'].shape[1:]}. Received: {arrays['x_test'].shape[1:]}")
+    y_train = validate_labels(
+        arrays["y_train"], num_images=len(x_train), name=f"`y_train` in {path}"
+    )
+    y_test = validate_labels(
+        arrays["y_test"], num_images=len(x_test), name=f"`y_test` in {path}"
+    )
+    num_classes = int(max(y_train.max(), y_test.max(initial=0))) + 1
+    name = os.path.splitext(os.path.basename(path))[0]
+    return ImageSplits(x_train, y_train, x_test, y_test, num_classes, name,
+                       original_rank=ranks["x_train"])
+
+
+def _read_image_folder(folder: str, class_names: list[str]) -> tuple[list, list, int]:
+    """Reads `folder/CLASS/*` images; returns (arrays, labels, skipped count)."""
+    from PIL import Image
+
+    images, labels, skipped = [], [], 0
+    for label, cls in enumerate(class_names):
+        for fname in sorted(os.listdir(os.path.join(folder, cls))):
+            fpath = os.path.join(folder, cls, fname)
+            if fname.startswith(".") or not os.path.isfile(fpath):
+                continue
+            try:
+                with Image.open(fpath) as img:
+                    img.load()
+                    gray = img.mode in ("1", "L", "LA", "I", "I;16", "F")
+                    images.append(np.asarray(img.convert("L" if gray else "RGB")))
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+                skipped += 1
+                continue
+            labels.append(label)
+    return images, labels, skipped
+
+
+def _stack_images(images: list, path: str) -> np.ndarray:
+    """Stacks 2-D (gray) and 3-D (RGB) arrays of one size into uint8 NHWC."""
+    if not images:
+        raise ValueError(f"Expected readable image files in the class folders of {path}. "
+                         "Received: none")
+    size, channels = images[0].shape[:2], 3 if any(a.ndim == 3 for a in images) else 1
+    out = np.empty((len(images),) + size + (channels,), np.uint8)
+    for i, a in enumerate(images):
+        if a.shape[:2] != size:
+            raise ValueError(f"Expected all images in {path} to have the size {size}. "
+                             f"Received: an image of size {a.shape[:2]}")
+        out[i] = a[..., np.newaxis] if a.ndim == 2 else a
+    return out
+
+
+def _class_dirs(folder: str) -> list[str]:
+    return sorted(d for d in os.listdir(folder)
+                  if not d.startswith(".") and os.path.isdir(os.path.join(folder, d)))
+
+
+def load_image_dir(path, *, seed: int = 0, test_fraction: float = 0.2) -> ImageSplits:
+    """Loads a folder with one subfolder of image files per class.
+
+    Classes are the sorted subfolder names (e.g. `A`..`J`). If `path/train`
+    exists, it holds the class folders, and `path/test` (if present) the test
+    split; without a test folder a seeded stratified split holds out
+    `test_fraction` of every class. Unreadable image files (the public
+    notMNIST archive has some) are skipped, counted and logged as a warning.
+
+    Args:
+        path: the folder.
+        seed: seed of the train/test split.
+        test_fraction: held-out fraction when there is no `test` folder.
+
+    Returns:
+        An `ImageSplits` (gray images get one channel, color images three)
+        whose `skipped_files` counts the unreadable files.
+
+    Raises:
+        ValueError: if the folder has no class subfolders or readable images,
+            the class folders of `train` and `test` differ, or sizes differ.
+
+    Example:
+
+    >>> splits = load_image_dir("/data/notMNIST_small")
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise ValueError(f"Expected an existing image folder. Received: path={path!r}")
+    train_dir, test_dir = os.path.join(path, "train"), os.path.join(path, "test")
+    root = train_dir if os.path.isdir(train_dir) else path
+    classes = _class_dirs(root)
+    if not classes:
+        raise ValueError(f"Expected one subfolder per class in {root}. Received: no subfolders")
+    images, labels, skipped = _read_image_folder(root, classes)
+    if root == train_dir and os.path.isdir(test_dir):
+        if _class_dirs(test_dir) != classes:
+            raise ValueError(f"Expected the class folders of {test_dir} to be {classes}. "
+                             f"Received: {_class_dirs(test_dir)}")
+        test_images, test_labels, skipped_test = _read_image_folder(test_dir, classes)
+        skipped += skipped_test
+        x = _stack_images(images + test_images, path)
+        x_train, x_test = x[:len(images)], x[len(images):]
+        y_train, y_test = np.asarray(labels, np.int32), np.asarray(test_labels, np.int32)
+    else:
+        x, y = _stack_images(images, path), np.asarray(labels, np.int32)
+        train_idx, test_idx = _stratified_indices(y, test_fraction, seed)
+        x_train, y_train, x_test, y_test = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+    if skipped:
+        logger.warning("Skipped %d unreadable image files in %s.", skipped, path)
+    return ImageSplits(x_train, y_train, x_test, y_test, len(classes),
+                       os.path.basename(os.path.normpath(path)), original_rank=4,
+                       skipped_files=skipped)
+
+
+def _parse_classes(value: str, spec: str) -> list[int]:
+    try:
+        classes = [int(c) for c in value.split(",") if c.strip()]
+    except ValueError:
+        classes = []
+    if not classes or len(set(classes)) != len(classes):
+        raise ValueError("Expected distinct integer class ids as in 'classes=0,10,20'. "
+                         f"Received: spec={spec!r}")
+    return classes
+
+
+def load_tfds(name: str, *, classes: list[int] | None = None,
+              data_dir: str | None = None) -> ImageSplits:
+    """Loads the `train` and `test` splits of a TFDS image dataset.
+
+    Args:
+        name: the TFDS name, e.g. `"mnist"` or `"cifar100"`.
+        classes: optional subset of class ids, relabeled `0..K-1` in order.
+        data_dir: optional TFDS data directory.
+
+    Returns:
+        An `ImageSplits`.
+
+    Raises:
+        ValueError: if a class id is out of range or the data fail validation.
+
+    Example:
+
+    >>> splits = load_tfds("cifar100", classes=[0, 10, 20])
+    """
+    import tensorflow_datasets as tfds
+
+    datasets, info = tfds.load(
+        name, split=["train", "test"], batch_size=_TFDS_BATCH_SIZE,
+        as_supervised=True, with_info=True, data_dir=data_dir, shuffle_files=False,
+    )
+    arrays = []
+    for split, ds in zip(("train", "test"), datasets):
+        batches = list(tfds.as_numpy(ds))
+        if not batches:
+            raise ValueError(f"Expected examples in the {split} split of tfds:{name}. "
+                             "Received: none")
+        x = validate_images(np.concatenate([b[0] for b in batches]),
+                            name=f"`{split}` images of tfds:{name}")
+        arrays += [x, validate_labels(np.concatenate([b[1] for b in batches]),
+                                      num_images=len(x), name=f"`{split}` labels of tfds:{name}")]
+    try:
+        num_classes = int(info.features[info.supervised_keys[1]].num_classes)
+    except (AttributeError, KeyError, TypeError, IndexError):
+        num_classes = int(max(arrays[1].max(), arrays[3].max())) + 1
+    if classes is not None:
+        bad = [c for c in classes if not 0 <= c < num_classes]
+        if bad:
+            raise ValueError(f"Expected class ids in 0..{num_classes - 1} for tfds:{name}. "
+                             f"Received: classes={classes}")
+        lut = np.full(num_classes, -1, np.int32)
+        lut[classes] = np.arange(len(classes), dtype=np.int32)
+        for i in (0, 2):
+            keep = lut[arrays[i + 1]] >= 0
+            arrays[i], arrays[i + 1] = arrays[i][keep], lut[arrays[i + 1][keep]]
+        num_classes = len(classes)
+    return ImageSplits(*arrays, num_classes=num_classes, name=name, original_rank=4)
+
+
+def load_spec(spec: str | None, *, role: str = "source", seed: int = 0,
+              cache_dir: str | None = None) -> ImageSplits:
+    """Loads the dataset a data spec names.
+
+    Args:
+        spec: `None` or `"embedded"` (the embedded default of `role`),
+            `"embedded:source"`, `"embedded:target"`, `"npz:PATH"`,
+            `"dir:PATH"` or `"tfds:NAME[:classes=0,10,20]"`.
+        role: `"source"` (embedded digits) or `"target"` (embedded letters).
+        seed: seed of generated data and of train/test splits.
+        cache_dir: cache folder of the embedded data.
+
+    Returns:
+        An `ImageSplits`.
+
+    Raises:
+        ValueError: for an unknown spec or role, or invalid data.
+
+    Example:
+
+    >>> source = load_spec("tfds:mnist")
+    >>> target = load_spec("dir:/data/notMNIST_small", role="target")
+    """
+    from tfinfo.data.embedded import load_embedded
+
+    if role not in ("source", "target"):
+        raise ValueError(f"Expected role 'source' or 'target'. Received: role={role!r}")
+    text = "embedded" if spec is None else str(spec).strip()
+    prefix, _, rest = text.partition(":")
+    if prefix == "embedded":
+        chosen = rest or role
+        if chosen not in ("source", "target"):
+            raise ValueError(_SPEC_ERROR.format(spec=spec))
+        return load_embedded(chosen, seed=seed, cache_dir=cache_dir)
+    if prefix in ("npz", "dir", "tfds") and not rest:
+        raise ValueError(_SPEC_ERROR.format(spec=spec))
+    if prefix == "npz":
+        return load_npz(os.path.expanduser(rest))
+    if prefix == "dir":
+        return load_image_dir(os.path.expanduser(rest), seed=seed)
+    if prefix == "tfds":
+        parts = rest.split(":")
+        options = dict(p.split("=", 1) for p in parts if "=" in p)
+        unknown = set(options) - {"classes"}
+        if unknown:
+            raise ValueError(_SPEC_ERROR.format(spec=spec))
+        classes = _parse_classes(options["classes"], spec) if "classes" in options else None
+        return load_tfds(":".join(p for p in parts if "=" not in p), classes=classes)
+    raise ValueError(_SPEC_ERROR.format(spec=spec))
