@@ -59,6 +59,11 @@ def build_classifier(
         raise ValueError(
             f"Expected `input_shape` (H, W, C). Received: input_shape={tuple(input_shape)}"
         )
+    if int(image_size) < 12:
+        raise ValueError(
+            "Expected `image_size` >= 12 (two 2x2 poolings then a valid 3x3 convolution). "
+            f"Received: image_size={image_size}"
+        )
     w1, w2, w3, w4, w5 = _WIDTHS[architecture]
     seeds = iter(range(0 if seed is None else int(seed) * 100, 10**9))
 

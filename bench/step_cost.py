@@ -1,0 +1,118 @@
+"""Cost of a Lautum pre-transfer step relative to a plain CE step (seed 000, section 4.1).
+
+For each case `<model>_d<D>_<mode>` (small/paper CNN, 28x28x1 or 32x32x3 raw inputs,
+exact/fast Lautum mode) this times, in one process and interleaved:
+  - `ce_step`: one CE training step on a source batch;
+  - `lautum_step`: one `LautumTransferModel.train_step` (CE + double backprop +
+    covariance work);
+  - `cov_share`: share of the Lautum step spent in the regularizer's covariance and
+    log-det work (the regularizer call timed alone on a fixed Jacobian batch, averaged
+    over a refresh period, divided by the Lautum step).
+Prints progress to stderr and one JSON object on the last line of stdout, with the
+median and min of the per-repetition ratios.
+
+Usage: python bench/step_cost.py [--quick] [--cases small_d784_exact,paper_d3072_fast]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tfinfo.architectures import build_classifier  # noqa: E402
+from tfinfo.models import LautumTransferModel  # noqa: E402
+from tfinfo.regularizers import LautumRegularizer  # noqa: E402
+
+SHAPES = {784: (28, 28, 1), 3072: (32, 32, 3)}
+
+
+def _timed(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run_case(arch, dim, mode, batch, repeats, refresh_every):
+    shape = SHAPES[dim]
+    rng = np.random.default_rng(0)
+    x_unlabeled = rng.integers(0, 256, size=(max(4 * dim // 3, 600),) + shape).astype(np.uint8)
+    xs = tf.constant(rng.uniform(0, 255, size=(batch,) + shape), tf.float32)
+    xt = tf.constant(x_unlabeled[:batch], tf.float32)
+    ys = tf.constant(rng.integers(0, 10, size=batch), tf.int32)
+
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    ce_model = build_classifier(arch, input_shape=shape, seed=0)
+    ce_model.compile(optimizer="adam", loss=loss_fn)
+    ce_step = tf.function(lambda: ce_model.train_step((xs, ys)))
+
+    reg = LautumRegularizer(mode=mode, refresh_every=refresh_every, input_shape_hint=shape)
+    model = LautumTransferModel(build_classifier(arch, input_shape=shape, seed=0), reg, 0.01)
+    model.adapt(x_unlabeled)
+    model.compile(optimizer="adam", loss=loss_fn)
+    lautum_step = tf.function(lambda: model.train_step(((xs, xt), ys)))
+
+    _, w = model.jacobian_proxy(xt)
+    reg_call = tf.function(lambda: reg((xt, w), training=True))
+
+    period = reg.effective_refresh_every
+    for fn in (ce_step, lautum_step, reg_call):  # trace + warm up
+        _timed(fn, 2)
+    ratios, shares, ce_times, lautum_times = [], [], [], []
+    for _ in range(repeats):
+        ce = statistics.median(_timed(ce_step, 3))
+        la = statistics.mean(_timed(lautum_step, period if period > 1 else 3))
+        cov = statistics.mean(_timed(reg_call, period if period > 1 else 3))
+        ratios.append(la / ce)
+        shares.append(cov / la)
+        ce_times.append(ce)
+        lautum_times.append(la)
+    return {
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "cov_share_median": statistics.median(shares),
+        "ce_step_s": statistics.median(ce_times),
+        "lautum_step_s": statistics.median(lautum_times),
+        "refresh_every": period,
+        "batch": batch,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small cases only, fewer repeats")
+    parser.add_argument("--cases", default="", help="comma-separated case names")
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--refresh-every", type=int, default=50)
+    args = parser.parse_args(argv)
+    cases = [(a, d, m) for a in ("small", "paper") for d in (784, 3072) for m in ("exact", "fast")]
+    if args.quick:
+        cases = [c for c in cases if c[0] == "small" and c[1] == 784]
+    if args.cases:
+        wanted = set(args.cases.split(","))
+        cases = [c for c in cases if f"{c[0]}_d{c[1]}_{c[2]}" in wanted]
+    results = {}
+    for arch, dim, mode in cases:
+        name = f"{arch}_d{dim}_{mode}"
+        start = time.perf_counter()
+        results[name] = run_case(arch, dim, mode, args.batch, 2 if args.quick else args.repeats,
+                                 args.refresh_every)
+        results[name]["bench_wall_s"] = round(time.perf_counter() - start, 1)
+        print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Experiment configurations: data only, one file per experiment, read by `trainers`."""

@@ -1,0 +1,22 @@
+"""The embedded default: sklearn's handwritten digits -> letters A-J rendered from fonts."""
+
+from trainers.config import TransferConfig
+
+
+def get_config():
+    return TransferConfig(
+        method="lautum",
+        source=None,  # embedded digits
+        target=None,  # embedded letters A-J
+        labeled=100,
+        architecture="small",
+        batch_size=50,
+        # 1,438 source images are far fewer than MNIST's 60,000: lighter dropout and
+        # noise than the paper's 0.5 / 0.15 let the small CNN learn them in a few epochs.
+        dropout=0.2,
+        noise_stddev=0.05,
+        pretrain_epochs=10,
+        finetune_epochs=60,
+        lautum_weight=0.01,
+        ema_decay=0.999,
+    )

@@ -1,0 +1,1 @@
+"""The experiment layer: config -> data -> model -> fit -> evaluate -> export."""

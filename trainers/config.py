@@ -1,0 +1,108 @@
+"""The configuration of a two-stage transfer run. Every field is documented."""
+
+import dataclasses
+import importlib.util
+import json
+import os
+
+
+@dataclasses.dataclass
+class TransferConfig:
+    """Settings of `tfinfo-transfer`; config files return one from `get_config()`.
+
+    Attributes:
+        method: registered method name (`standard`, `lautum`, ...).
+        source: data spec of the labeled source set (`None` = embedded digits).
+        target: data spec of the target set (`None` = embedded letters A-J).
+        labeled: number of labeled target training images (class-balanced).
+        seed: seed of the split, the data order and the network initialization.
+        num_classes: number of classes; `None` infers it from the data.
+        architecture: `small` (CPU) or `paper` (Laine & Aila widths).
+        image_size: side the images are resized to inside the network (32 in the paper).
+        channels: channels inside the network (3 in the paper).
+        dropout: dropout rate of the CNN (0.5 in the paper).
+        noise_stddev: input Gaussian noise of the CNN (0.15 in the paper).
+        batch_size: mini-batch size of both stages (50 for MNIST, 100 for CIFAR).
+        pretrain_epochs: epochs of stage 1 on the source set.
+        finetune_epochs: epochs of stage 2 on the labeled target images.
+        learning_rate: Adam learning rate of stage 1.
+        finetune_learning_rate: Adam learning rate of stage 2.
+        lautum_weight: lambda of `CE - lambda * L`, in true nats (paper's lambda / 2).
+        ema_decay: decay of the Lautum covariance moving averages (0.999 in the paper).
+        lautum_mode: `exact` (adjoint every step) or `fast` (every `refresh_every` steps).
+        refresh_every: adjoint refresh period in fast mode.
+        projection_dim: optional PCA dimension replacing the D input pixels.
+        max_correlation: bound on the canonical correlations of the Lautum value.
+        resample_projection: `epoch` or `step`: when the projection vector is redrawn.
+        cache_dir: where the embedded default dataset is cached.
+        verbose: Keras progress-bar verbosity (0, 1 or 2).
+    """
+
+    method: str = "lautum"
+    source: str | None = None
+    target: str | None = None
+    labeled: int = 100
+    seed: int = 0
+    num_classes: int | None = None
+    architecture: str = "small"
+    image_size: int = 32
+    channels: int = 3
+    dropout: float = 0.5
+    noise_stddev: float = 0.15
+    batch_size: int = 50
+    pretrain_epochs: int = 8
+    finetune_epochs: int = 40
+    learning_rate: float = 1e-3
+    finetune_learning_rate: float = 1e-3
+    lautum_weight: float = 0.01
+    ema_decay: float = 0.999
+    lautum_mode: str = "exact"
+    refresh_every: int = 50
+    projection_dim: int | None = None
+    max_correlation: float = 0.99
+    resample_projection: str = "epoch"
+    cache_dir: str | None = None
+    verbose: int = 1
+
+    def replace(self, **changes):
+        """Returns a copy with `changes` applied; unknown names raise a clear error."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ValueError(
+                f"Expected configuration fields among {sorted(names)}. Received: {unknown}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def load_config(path):
+    """Loads a config file: a Python file with `get_config()` or a JSON object of fields.
+
+    Args:
+        path: path of a `.py` or `.json` file.
+
+    Returns:
+        A `TransferConfig`.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"Expected an existing config file. Received: config={path!r}")
+    if path.endswith(".json"):
+        with open(path) as f:
+            data = json.load(f)
+        if not isinstance(data, dict):
+            raise ValueError(f"Expected a JSON object in {path}. Received: {type(data).__name__}")
+        return TransferConfig().replace(**data)
+    if path.endswith(".py"):
+        spec = importlib.util.spec_from_file_location("tfinfo_user_config", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise ValueError(f"Expected {path} to define get_config(). Received: no such function")
+        config = module.get_config()
+        if isinstance(config, dict):
+            config = TransferConfig().replace(**config)
+        return config
+    raise ValueError(f"Expected a .py or .json config file. Received: config={path!r}")

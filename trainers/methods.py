@@ -1,0 +1,139 @@
+"""The method registry: each method says how stage 1 (pre-transfer) and stage 2 train.
+
+A new method is a subclass of `Method` decorated with `@register_method`; the CLI and
+the comparison tools find it by name.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from tfinfo.callbacks import ProjectionResampler
+from tfinfo.data import labeled_dataset
+from tfinfo.data import transfer_dataset
+from tfinfo.models import LautumTransferModel
+from tfinfo.regularizers import LautumRegularizer
+
+METHODS = {}
+
+
+def register_method(cls):
+    """Class decorator adding a `Method` subclass to the registry under `cls.name`."""
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name):
+    if name not in METHODS:
+        raise ValueError(f"Expected --method to be one of {sorted(METHODS)}. Received: method={name!r}")
+    return METHODS[name]()
+
+
+@dataclasses.dataclass
+class TransferData:
+    """Arrays of one transfer problem, validated and brought to a common geometry."""
+
+    x_source: np.ndarray
+    y_source: np.ndarray
+    x_source_test: np.ndarray
+    y_source_test: np.ndarray
+    x_labeled: np.ndarray
+    y_labeled: np.ndarray
+    x_unlabeled: np.ndarray
+    x_target_test: np.ndarray
+    y_target_test: np.ndarray
+    num_classes: int
+
+
+def _loss():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _history(history):
+    return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+class Method:
+    """Base class: plain CE in both stages (standard transfer)."""
+
+    name = None
+
+    def pretrain(self, classifier, data, config, callbacks=()):
+        classifier.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss(), metrics=["accuracy"]
+        )
+        train = labeled_dataset(
+            data.x_source, data.y_source, batch_size=config.batch_size, shuffle=True, seed=config.seed
+        )
+        history = classifier.fit(
+            train, epochs=config.pretrain_epochs, verbose=config.verbose, callbacks=list(callbacks)
+        )
+        return _history(history)
+
+    def finetune(self, classifier, data, config, callbacks=()):
+        classifier.compile(
+            optimizer=keras.optimizers.Adam(config.finetune_learning_rate),
+            loss=_loss(),
+            metrics=["accuracy"],
+        )
+        train = labeled_dataset(
+            data.x_labeled, data.y_labeled, batch_size=config.batch_size, shuffle=True, seed=config.seed
+        )
+        history = classifier.fit(
+            train, epochs=config.finetune_epochs, verbose=config.verbose, callbacks=list(callbacks)
+        )
+        return _history(history)
+
+
+@register_method
+class Standard(Method):
+    """Standard transfer: CE on source, then CE on the labeled target images."""
+
+    name = "standard"
+
+
+@register_method
+class Lautum(Method):
+    """Stage 1 with `CE(source) - lambda * L(w; x_target)` on unlabeled target batches."""
+
+    name = "lautum"
+
+    def build_model(self, classifier, data, config):
+        regularizer = LautumRegularizer(
+            num_outputs=data.num_classes,
+            ema_decay=config.ema_decay,
+            mode=config.lautum_mode,
+            refresh_every=config.refresh_every,
+            projection_dim=config.projection_dim,
+            max_correlation=config.max_correlation,
+            seed=config.seed,
+            input_shape_hint=data.x_source.shape[1:],
+        )
+        model = LautumTransferModel(
+            classifier,
+            regularizer,
+            lautum_weight=config.lautum_weight,
+            resample_projection=config.resample_projection,
+        )
+        model.adapt(data.x_unlabeled)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss())
+        return model
+
+    def pretrain(self, classifier, data, config, callbacks=()):
+        model = self.build_model(classifier, data, config)
+        train = transfer_dataset(
+            data.x_source,
+            data.y_source,
+            data.x_unlabeled,
+            batch_size=config.batch_size,
+            seed=config.seed,
+        )
+        extra = [ProjectionResampler()] if config.resample_projection == "epoch" else []
+        history = model.fit(
+            train, epochs=config.pretrain_epochs, verbose=config.verbose, callbacks=extra + list(callbacks)
+        )
+        out = _history(history)
+        out["nonfinite_count"] = int(model.regularizer.nonfinite_count.numpy())
+        out["final_max_canonical_correlation"] = float(model.regularizer.max_canonical_correlation.numpy())
+        return out

@@ -1,0 +1,135 @@
+"""The two-stage pipeline behind `tfinfo-transfer`."""
+
+import json
+import logging
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfinfo.architectures import build_classifier
+from tfinfo.data import check_compatible
+from tfinfo.data import harmonize
+from tfinfo.data import labeled_unlabeled_split
+from tfinfo.data import load_spec
+from trainers.methods import TransferData
+from trainers.methods import get_method
+
+log = logging.getLogger("tfinfo")
+
+
+def _check_labels(y, num_classes, name):
+    bad = (y < 0) | (y >= num_classes)
+    if np.any(bad):
+        raise ValueError(
+            f"Expected {name} labels in 0..{num_classes - 1}. "
+            f"Received: labels containing {sorted(set(np.asarray(y)[bad].tolist()))[:5]}"
+        )
+
+
+def prepare_data(config):
+    """Loads, validates and splits the source and target sets of `config`."""
+    source = load_spec(config.source, role="source", seed=config.seed, cache_dir=config.cache_dir)
+    target = load_spec(config.target, role="target", seed=config.seed, cache_dir=config.cache_dir)
+    check_compatible(source, target)
+    source, target = harmonize(source, target)
+    num_classes = config.num_classes or max(source.num_classes, target.num_classes)
+    for split, name in ((source, "source"), (target, "target")):
+        _check_labels(split.y_train, num_classes, f"{name} training")
+        _check_labels(split.y_test, num_classes, f"{name} test")
+    x_lab, y_lab, x_unlab, _ = labeled_unlabeled_split(
+        target.x_train, target.y_train, config.labeled, num_classes=num_classes, seed=config.seed
+    )
+    if len(target.x_test) == 0:
+        raise ValueError("Expected at least one target test image. Received: an empty test split")
+    return TransferData(
+        x_source=source.x_train,
+        y_source=source.y_train,
+        x_source_test=source.x_test,
+        y_source_test=source.y_test,
+        x_labeled=x_lab,
+        y_labeled=y_lab,
+        x_unlabeled=x_unlab,
+        x_target_test=target.x_test,
+        y_target_test=target.y_test,
+        num_classes=num_classes,
+    )
+
+
+def export_classifier(classifier, path):
+    """Writes a SavedModel whose `serving_default` takes raw uint8 images (N, H, W, C)."""
+    archive = keras.export.ExportArchive()
+    archive.track(classifier)
+    spec = tf.TensorSpec((None,) + tuple(classifier.input_shape[1:]), tf.uint8, name="images")
+    archive.add_endpoint(
+        name="serve",
+        fn=lambda images: classifier(tf.cast(images, tf.float32), training=False),
+        input_signature=[spec],
+    )
+    archive.write_out(path, verbose=False)
+
+
+def _accuracy(classifier, x, y, batch_size):
+    logits = classifier.predict(x.astype(np.float32), batch_size=max(batch_size, 256), verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == y))
+
+
+def run_transfer(config, workdir):
+    """Runs stage 1 and stage 2 of `config.method`, evaluates, exports and writes results.
+
+    Args:
+        config: a `TransferConfig`.
+        workdir: output folder; receives `results.json`, `classifier.keras`, `export/`.
+
+    Returns:
+        The results dictionary written to `workdir/results.json`.
+    """
+    method = get_method(config.method)
+    os.makedirs(workdir, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    start = time.perf_counter()
+    data = prepare_data(config)
+    data_s = time.perf_counter() - start
+    classifier = build_classifier(
+        config.architecture,
+        input_shape=data.x_source.shape[1:],
+        num_classes=data.num_classes,
+        image_size=config.image_size,
+        channels=config.channels,
+        dropout=config.dropout,
+        noise_stddev=config.noise_stddev,
+        seed=config.seed,
+    )
+    start = time.perf_counter()
+    pretrain_history = method.pretrain(classifier, data, config)
+    pretrain_s = time.perf_counter() - start
+    source_acc = _accuracy(classifier, data.x_source_test, data.y_source_test, config.batch_size)
+    start = time.perf_counter()
+    finetune_history = method.finetune(classifier, data, config)
+    finetune_s = time.perf_counter() - start
+    target_acc = _accuracy(classifier, data.x_target_test, data.y_target_test, config.batch_size)
+
+    classifier.save(os.path.join(workdir, "classifier.keras"))
+    export_classifier(classifier, os.path.join(workdir, "export"))
+    results = {
+        "method": config.method,
+        "labeled": config.labeled,
+        "seed": config.seed,
+        "target_test_accuracy": target_acc,
+        "source_test_accuracy_after_pretrain": source_acc,
+        "num_classes": data.num_classes,
+        "num_source_train": int(len(data.x_source)),
+        "num_unlabeled_target": int(len(data.x_unlabeled)),
+        "num_target_test": int(len(data.x_target_test)),
+        "image_shape": list(data.x_source.shape[1:]),
+        "wall_time_s": {"data": data_s, "pretrain": pretrain_s, "finetune": finetune_s},
+        "history": {"pretrain": pretrain_history, "finetune": finetune_history},
+        "config": config.to_dict(),
+    }
+    tmp = os.path.join(workdir, "results.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=2)
+    os.replace(tmp, os.path.join(workdir, "results.json"))
+    return results
