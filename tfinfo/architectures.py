@@ -1,4 +1,4 @@
-"""The CNN of Laine & Aila used by seed 000 (Appendix C), a narrow CPU variant, and MLPs."""
+"""The CNN of Laine & Aila used by seed 000 (Appendix C) and a narrow CPU variant."""
 
 import keras
 
@@ -89,23 +89,3 @@ def build_classifier(
     logits = keras.layers.Dense(num_classes, kernel_initializer=init(), name="logits")(features)
     return keras.Model(inputs, logits, name=name or f"{architecture}_cnn")
 
-
-def build_mlp(input_shape, hidden=(512, 512), num_classes=10, activation="relu", name="mlp"):
-    """A plain MLP from raw images to logits (used by the information-bottleneck tools).
-
-    Args:
-        input_shape: per-sample input shape.
-        hidden: widths of the hidden dense layers.
-        num_classes: number of logits.
-        activation: hidden activation.
-        name: model name.
-
-    Returns:
-        A functional `keras.Model`.
-    """
-    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
-    x = keras.layers.Flatten()(inputs)
-    for i, width in enumerate(hidden):
-        x = keras.layers.Dense(width, activation=activation, name=f"hidden_{i}")(x)
-    logits = keras.layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, logits, name=name)
