@@ -18,9 +18,10 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess tes
 
 from tfinfo import architectures  # noqa: E402
 from tfinfo import callbacks  # noqa: E402
+from tfinfo import critics  # noqa: E402
 from tfinfo import information  # noqa: E402
 from tfinfo import layers  # noqa: E402
 from tfinfo import models  # noqa: E402
 from tfinfo import regularizers  # noqa: E402
 
-__all__ = ["architectures", "callbacks", "information", "layers", "models", "regularizers"]
+__all__ = ["architectures", "callbacks", "critics", "information", "layers", "models", "regularizers"]

@@ -1,6 +1,37 @@
-"""Information quantities: Gaussian closed forms (and, later, variational and kNN estimators)."""
+"""Information quantities: Gaussian closed forms, variational bounds, critic-based and kNN estimators."""
 
+from tfinfo.information import bounds
+from tfinfo.information.bounds import ESTIMATORS
+from tfinfo.information.bounds import Bound
+from tfinfo.information.bounds import dv_bound
+from tfinfo.information.bounds import evaluate_bound
+from tfinfo.information.bounds import infonce_bound
+from tfinfo.information.bounds import js_bound
+from tfinfo.information.bounds import log_mean_exp
+from tfinfo.information.bounds import mine_bound
+from tfinfo.information.bounds import nwj_bound
+from tfinfo.information.bounds import smile_bound
+from tfinfo.information.bounds import split_scores
+from tfinfo.information.estimate import estimate_mutual_information
 from tfinfo.information.gaussian import gaussian_lautum_information
 from tfinfo.information.gaussian import gaussian_mutual_information
+from tfinfo.information.ksg import ksg_mutual_information
 
-__all__ = ["gaussian_lautum_information", "gaussian_mutual_information"]
+__all__ = [
+    "ESTIMATORS",
+    "Bound",
+    "bounds",
+    "dv_bound",
+    "estimate_mutual_information",
+    "evaluate_bound",
+    "gaussian_lautum_information",
+    "gaussian_mutual_information",
+    "infonce_bound",
+    "js_bound",
+    "ksg_mutual_information",
+    "log_mean_exp",
+    "mine_bound",
+    "nwj_bound",
+    "smile_bound",
+    "split_scores",
+]
