@@ -34,6 +34,17 @@ class TransferConfig:
         projection_dim: optional PCA dimension replacing the D input pixels.
         max_correlation: bound on the canonical correlations of the Lautum value.
         resample_projection: `epoch` or `step`: when the projection vector is redrawn.
+        mi_weight: lambda of `CE + lambda * I(x_t; z_t)` (nats).
+        mi_estimator: bound of the MI critic: smile, mine, dv, nwj, infonce, js.
+        mi_tau: SMILE's clipping threshold.
+        smile_gradient: `js` (the SMILE authors' code) or `dv`.
+        critic: concat-critic preset (`small`, `seed003`, `seed002`) or `separable`.
+        critic_steps: critic updates per classifier step (schedule `step`).
+        critic_learning_rate: Adam learning rate of the critic's own optimizer.
+        critic_schedule: `step` (critic_steps inside every step) or `epochs` (whole
+            epochs alternate, see `critic_epochs` and `classifier_epochs`).
+        critic_epochs: critic epochs per cycle in the `epochs` schedule.
+        classifier_epochs: classifier epochs per cycle in the `epochs` schedule.
         cache_dir: where the embedded default dataset is cached.
         verbose: Keras progress-bar verbosity (0, 1 or 2).
     """
@@ -61,6 +72,16 @@ class TransferConfig:
     projection_dim: int | None = None
     max_correlation: float = 0.99
     resample_projection: str = "epoch"
+    mi_weight: float = 0.01
+    mi_estimator: str = "smile"
+    mi_tau: float = 5.0
+    smile_gradient: str = "js"
+    critic: str = "small"
+    critic_steps: int = 1
+    critic_learning_rate: float = 1e-4
+    critic_schedule: str = "step"
+    critic_epochs: int = 1
+    classifier_epochs: int = 1
     cache_dir: str | None = None
     verbose: int = 1
 

@@ -9,11 +9,16 @@ import dataclasses
 import keras
 import numpy as np
 
+from tfinfo.callbacks import CriticSchedule
 from tfinfo.callbacks import ProjectionResampler
+from tfinfo.critics import ConcatCritic
+from tfinfo.critics import SeparableCritic
 from tfinfo.data import labeled_dataset
 from tfinfo.data import transfer_dataset
 from tfinfo.models import LautumTransferModel
+from tfinfo.models import MutualInformationTransferModel
 from tfinfo.regularizers import LautumRegularizer
+from tfinfo.regularizers import MutualInformationRegularizer
 
 METHODS = {}
 
@@ -100,16 +105,7 @@ class Lautum(Method):
     name = "lautum"
 
     def build_model(self, classifier, data, config):
-        regularizer = LautumRegularizer(
-            num_outputs=data.num_classes,
-            ema_decay=config.ema_decay,
-            mode=config.lautum_mode,
-            refresh_every=config.refresh_every,
-            projection_dim=config.projection_dim,
-            max_correlation=config.max_correlation,
-            seed=config.seed,
-            input_shape_hint=data.x_source.shape[1:],
-        )
+        regularizer = _lautum_regularizer(data, config)
         model = LautumTransferModel(
             classifier,
             regularizer,
@@ -120,6 +116,9 @@ class Lautum(Method):
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss())
         return model
 
+    def callbacks(self, config):
+        return [ProjectionResampler()] if config.resample_projection == "epoch" else []
+
     def pretrain(self, classifier, data, config, callbacks=()):
         model = self.build_model(classifier, data, config)
         train = transfer_dataset(
@@ -129,11 +128,89 @@ class Lautum(Method):
             batch_size=config.batch_size,
             seed=config.seed,
         )
-        extra = [ProjectionResampler()] if config.resample_projection == "epoch" else []
         history = model.fit(
-            train, epochs=config.pretrain_epochs, verbose=config.verbose, callbacks=extra + list(callbacks)
+            train, epochs=config.pretrain_epochs, verbose=config.verbose, callbacks=self.callbacks(config) + list(callbacks)
         )
         out = _history(history)
-        out["nonfinite_count"] = int(model.regularizer.nonfinite_count.numpy())
-        out["final_max_canonical_correlation"] = float(model.regularizer.max_canonical_correlation.numpy())
+        regularizer = getattr(model, "lautum_regularizer", None) or model.regularizer
+        if isinstance(regularizer, LautumRegularizer):
+            out["nonfinite_count"] = int(regularizer.nonfinite_count.numpy())
+            out["final_max_canonical_correlation"] = float(regularizer.max_canonical_correlation.numpy())
         return out
+
+
+def _lautum_regularizer(data, config):
+    return LautumRegularizer(
+        num_outputs=data.num_classes,
+        ema_decay=config.ema_decay,
+        mode=config.lautum_mode,
+        refresh_every=config.refresh_every,
+        projection_dim=config.projection_dim,
+        max_correlation=config.max_correlation,
+        seed=config.seed,
+        input_shape_hint=data.x_source.shape[1:],
+    )
+
+
+def _critic(config):
+    if config.critic == "separable":
+        return SeparableCritic()
+    return ConcatCritic(config.critic)
+
+
+_CRITIC_SCHEDULES = ("step", "epochs")
+
+
+@register_method
+class MutualInformation(Lautum):
+    """Stage 1 with `CE(source) + lambda * I(x_target; z_target)`, a MINE-style critic
+    trained alternately (seed 000, section 4.2)."""
+
+    name = "mi"
+    uses_lautum = False
+
+    def build_model(self, classifier, data, config):
+        if config.critic_schedule not in _CRITIC_SCHEDULES:
+            raise ValueError(
+                f"Expected critic_schedule to be one of {_CRITIC_SCHEDULES}. "
+                f"Received: critic_schedule={config.critic_schedule!r}"
+            )
+        marginal = "all_pairs" if config.mi_estimator == "infonce" else "shuffle"
+        regularizer = MutualInformationRegularizer(
+            _critic(config),
+            estimator=config.mi_estimator,
+            tau=config.mi_tau,
+            smile_gradient=config.smile_gradient,
+            marginal=marginal,
+            seed=config.seed,
+        )
+        model = MutualInformationTransferModel(
+            classifier,
+            regularizer,
+            mi_weight=config.mi_weight,
+            critic_steps=config.critic_steps,
+            lautum_regularizer=_lautum_regularizer(data, config) if self.uses_lautum else None,
+            lautum_weight=config.lautum_weight if self.uses_lautum else 0.0,
+            resample_projection=config.resample_projection,
+        )
+        model.adapt(data.x_unlabeled)
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            critic_optimizer=keras.optimizers.Adam(config.critic_learning_rate),
+            loss=_loss(),
+        )
+        return model
+
+    def callbacks(self, config):
+        extra = super().callbacks(config) if self.uses_lautum else []
+        if config.critic_schedule == "epochs":
+            extra.append(CriticSchedule(config.critic_epochs, config.classifier_epochs))
+        return extra
+
+
+@register_method
+class LautumMutualInformation(MutualInformation):
+    """Lautum+MI: both regularizers in the same pre-transfer stage (seed 000, 5.1 item 7)."""
+
+    name = "lautum_mi"
+    uses_lautum = True

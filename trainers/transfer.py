@@ -15,7 +15,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("method", None, "standard | lautum (more methods plug into the registry).")
+flags.DEFINE_string("method", None, "standard | lautum | mi | lautum_mi (more methods plug into the registry).")
 flags.DEFINE_integer("labeled", None, "Number of labeled target training images.")
 flags.DEFINE_integer("seed", None, "Seed of split, data order and initialization.")
 flags.DEFINE_string("workdir", "runs/transfer", "Output folder (results.json, export/).")
@@ -27,12 +27,17 @@ flags.DEFINE_integer("finetune_epochs", None, "Epochs of stage 2.")
 flags.DEFINE_integer("batch_size", None, "Mini-batch size of both stages.")
 flags.DEFINE_float("lautum_weight", None, "lambda of CE - lambda * L (true nats).")
 flags.DEFINE_string("lautum_mode", None, "exact | fast.")
+flags.DEFINE_float("mi_weight", None, "lambda of CE + lambda * I(x_t; z_t) (nats).")
+flags.DEFINE_string("mi_estimator", None, "smile | mine | dv | nwj | infonce | js.")
+flags.DEFINE_integer("critic_steps", None, "Critic updates per classifier step.")
+flags.DEFINE_string("critic_schedule", None, "step | epochs (whole epochs alternate).")
 flags.DEFINE_string("architecture", None, "small | paper.")
 flags.DEFINE_integer("verbose", None, "Keras verbosity 0, 1 or 2.")
 
 _OVERRIDES = (
     "method", "labeled", "seed", "source", "target", "pretrain_epochs", "finetune_epochs",
     "batch_size", "lautum_weight", "lautum_mode", "architecture", "verbose",
+    "mi_weight", "mi_estimator", "critic_steps", "critic_schedule",
 )
 
 

@@ -8,7 +8,8 @@ class ProjectionResampler(keras.callbacks.Callback):
 
     The paper found one projection per epoch more stable than one per step. The vector
     lives in a non-trainable variable of the regularizer, so it is checkpointed with the
-    model. Finds the regularizer as `model.regularizer` (a `LautumTransferModel`) or any
+    model. Finds the regularizer as `model.regularizer` (a `LautumTransferModel`), `model.lautum_regularizer`
+    (a `MutualInformationTransferModel` with Lautum) or any
     layer attribute exposing `resample_projection()`.
 
     Args:
@@ -30,7 +31,11 @@ class ProjectionResampler(keras.callbacks.Callback):
             return
         regularizers = [
             layer
-            for layer in (getattr(self.model, "regularizer", None), *getattr(self.model, "layers", ()))
+            for layer in (
+                getattr(self.model, "regularizer", None),
+                getattr(self.model, "lautum_regularizer", None),
+                *getattr(self.model, "layers", ()),
+            )
             if layer is not None and hasattr(layer, "resample_projection")
         ]
         if not regularizers:

@@ -1,5 +1,6 @@
 """Keras models whose `train_step` implements a training scheme."""
 
 from tfinfo.models.lautum_transfer_model import LautumTransferModel
+from tfinfo.models.mutual_information_transfer_model import MutualInformationTransferModel
 
-__all__ = ["LautumTransferModel"]
+__all__ = ["LautumTransferModel", "MutualInformationTransferModel"]

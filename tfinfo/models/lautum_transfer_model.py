@@ -89,6 +89,10 @@ class LautumTransferModel(keras.Model):
     def call(self, inputs, training=None):
         return self.classifier(inputs, training=training)
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
+        """Exports the classifier alone (the regularizer and critic are training-only)."""
+        return self.classifier.export(filepath, format=format, verbose=verbose, **kwargs)
+
     @property
     def metrics(self):
         return [

@@ -1,5 +1,6 @@
 """Regularizers, one per file."""
 
 from tfinfo.regularizers.lautum import LautumRegularizer
+from tfinfo.regularizers.mutual_information import MutualInformationRegularizer
 
-__all__ = ["LautumRegularizer"]
+__all__ = ["LautumRegularizer", "MutualInformationRegularizer"]

@@ -1,0 +1,310 @@
+"""Pre-transfer training with MI regularization: `CE(source) + lambda * I(x_target; z_target)`."""
+
+import keras
+import tensorflow as tf
+
+from tfinfo.regularizers.lautum import LautumRegularizer
+from tfinfo.regularizers.mutual_information import MutualInformationRegularizer
+
+PHASES = {"alternate": 0, "critic": 1, "classifier": 2}
+
+
+def _cross_entropy(model, y, logits):
+    if getattr(model, "loss", None) is not None:
+        return model.compute_loss(y=y, y_pred=logits)
+    return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+
+
+@keras.saving.register_keras_serializable(package="tfinfo")
+class MutualInformationTransferModel(keras.Model):
+    """Wraps a classifier; `fit` trains it on source labels while lowering `I(x_t; z_t)`.
+
+    Each training batch is `((x_source, x_target), y_source)`. `z_t` is the output of
+    the classifier's layer `feature_layer` (the penultimate features) on the unlabeled
+    target images, and `I(x_t; z_t)` is estimated by the critic of a
+    `MutualInformationRegularizer`. The loss of the classifier step is
+    `CE(y_source, f(x_source)) + mi_weight * I(x_t; z_t)` (and, with a
+    `lautum_regularizer`, `- lautum_weight * L(w; x_t)` as well: seed 000's Lautum+MI).
+
+    The critic has its own optimizer (`compile(critic_optimizer=...)`) on its own
+    variables, and the classifier step holds it fixed. Two alternation schedules:
+    `critic_steps` critic updates inside every `train_step` before the classifier update
+    (seed 003; each on a fresh marginal shuffle of the batch's features), or whole epochs
+    of one or the other (seed 000: "alternately"), switched by the `CriticSchedule`
+    callback through `set_phase`. `call` is the classifier's, so `predict`, `evaluate`
+    and `export` serve the classifier alone.
+
+    Logged per epoch (means): `loss`, `ce`, `mi` (the bound's value, nats),
+    `critic_loss` (minus the critic's training objective), `accuracy` (source batch);
+    with Lautum also `lautum`, `bound_active`, `shrinkage`.
+
+    Args:
+        classifier: a functional Keras model from images to logits with a layer named
+            `feature_layer`.
+        regularizer: a `MutualInformationRegularizer` (default: SMILE, tau 5, concat
+            critic "small").
+        mi_weight: lambda of the MI term.
+        critic_steps: critic updates per `train_step` in the "alternate" phase (>= 0).
+        feature_layer: name of the layer whose output is `z`.
+        lautum_regularizer: optional `LautumRegularizer` for Lautum+MI.
+        lautum_weight: lambda of the Lautum term.
+        resample_projection: Lautum's projection resampling, "epoch" or "step".
+
+    Call arguments:
+        inputs: images for the classifier.
+        training: passed to the classifier.
+
+    Example:
+
+    >>> model = MutualInformationTransferModel(classifier, mi_weight=0.1, critic_steps=1)
+    >>> model.adapt(x_unlabeled)
+    >>> model.compile(optimizer="adam", critic_optimizer=keras.optimizers.Adam(1e-4),
+    ...               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> model.fit(transfer_dataset(...), epochs=5)
+
+    Reference:
+        Jakubovitz et al., seed 000, eq. (15)-(16) and section 5.1.
+    """
+
+    def __init__(
+        self,
+        classifier,
+        regularizer=None,
+        mi_weight=1.0,
+        critic_steps=1,
+        feature_layer="features",
+        lautum_regularizer=None,
+        lautum_weight=0.0,
+        resample_projection="epoch",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if int(critic_steps) < 0:
+            raise ValueError(f"Expected `critic_steps` >= 0. Received: critic_steps={critic_steps}")
+        if resample_projection not in ("epoch", "step"):
+            raise ValueError(
+                "Expected `resample_projection` to be 'epoch' or 'step'. "
+                f"Received: resample_projection={resample_projection!r}"
+            )
+        try:
+            features = classifier.get_layer(feature_layer).output
+        except (ValueError, AttributeError):
+            names = [layer.name for layer in getattr(classifier, "layers", [])]
+            raise ValueError(
+                f"Expected `classifier` to be a functional model with a layer named {feature_layer!r}. "
+                f"Received: layers {names}"
+            ) from None
+        self.classifier = classifier
+        self._features_and_logits = keras.Model(
+            classifier.inputs, [features, classifier.outputs[0]], name="features_and_logits"
+        )
+        input_shape = tuple(classifier.input_shape[1:])
+        feature_dim = int(features.shape[-1])
+        if regularizer is None:
+            regularizer = MutualInformationRegularizer()
+        if not isinstance(regularizer, MutualInformationRegularizer):
+            raise ValueError(
+                f"Expected `regularizer` to be a MutualInformationRegularizer. Received: {type(regularizer).__name__}"
+            )
+        if not regularizer.built:
+            regularizer.build(((None,) + input_shape, (None, feature_dim)))
+        self.regularizer = regularizer
+        if lautum_regularizer is not None:
+            if not isinstance(lautum_regularizer, LautumRegularizer):
+                raise ValueError(
+                    "Expected `lautum_regularizer` to be a LautumRegularizer or None. "
+                    f"Received: {type(lautum_regularizer).__name__}"
+                )
+            if not lautum_regularizer.built:
+                lautum_regularizer.build((None,) + input_shape)
+        self.lautum_regularizer = lautum_regularizer
+        self.mi_weight = float(mi_weight)
+        self.critic_steps = int(critic_steps)
+        self.feature_layer = feature_layer
+        self.lautum_weight = float(lautum_weight)
+        self.resample_projection = resample_projection
+        self.critic_optimizer = None
+        self.phase = self.add_weight(name="phase", shape=(), dtype="int32", initializer="zeros", trainable=False)
+        self.total_tracker = keras.metrics.Mean(name="loss")
+        self.ce_tracker = keras.metrics.Mean(name="ce")
+        self.mi_tracker = keras.metrics.Mean(name="mi")
+        self.critic_loss_tracker = keras.metrics.Mean(name="critic_loss")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        if lautum_regularizer is not None:
+            self.lautum_tracker = keras.metrics.Mean(name="lautum")
+            self.bound_tracker = keras.metrics.Mean(name="bound_active")
+            self.shrinkage_tracker = keras.metrics.Mean(name="shrinkage")
+        # Every component is built; nothing is created on first call.
+        self.built = True
+
+    # -- compile / save -------------------------------------------------------------
+    def compile(self, optimizer="adam", critic_optimizer=None, **kwargs):
+        """`Model.compile` plus `critic_optimizer` (default `Adam(1e-4)`) for the critic."""
+        super().compile(optimizer=optimizer, **kwargs)
+        if critic_optimizer is None:
+            critic_optimizer = keras.optimizers.Adam(1e-4)
+        self.critic_optimizer = keras.optimizers.get(critic_optimizer)
+        self._critic_optimizer_config = keras.saving.serialize_keras_object(self.critic_optimizer)
+        # Each optimizer is built on its own variables (the classifier's optimizer never
+        # holds slots for the critic), before any traced step could create variables.
+        if not self.optimizer.built:
+            self.optimizer.build(self.classifier.trainable_variables)
+        if not self.critic_optimizer.built:
+            self.critic_optimizer.build(self.regularizer.critic.trainable_variables)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config and self.critic_optimizer is not None:
+            config["critic_optimizer"] = self._critic_optimizer_config
+        return config
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        critic_optimizer = config.pop("critic_optimizer", None)
+        config = keras.saving.deserialize_keras_object(config)
+        if critic_optimizer is not None:
+            critic_optimizer = keras.saving.deserialize_keras_object(critic_optimizer)
+        # `compile` builds both optimizers, so their saved state can be loaded next.
+        self.compile(critic_optimizer=critic_optimizer, **config)
+
+    # -- schedule ---------------------------------------------------------------------
+    def set_phase(self, phase):
+        """Selects what `train_step` updates: "alternate" (critic then classifier),
+        "critic" (critic only) or "classifier" (classifier only, critic fixed)."""
+        if phase not in PHASES:
+            raise ValueError(f"Expected `phase` to be one of {sorted(PHASES)}. Received: phase={phase!r}")
+        self.phase.assign(PHASES[phase])
+
+    def adapt(self, x_unlabeled):
+        """Target statistics: `x` standardization for the critic (and `Sigma_x` for Lautum)."""
+        self.regularizer.adapt(x_unlabeled)
+        if self.lautum_regularizer is not None:
+            self.lautum_regularizer.adapt(x_unlabeled)
+
+    def call(self, inputs, training=None):
+        return self.classifier(inputs, training=training)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
+        """Exports the classifier alone (the regularizer and critic are training-only)."""
+        return self.classifier.export(filepath, format=format, verbose=verbose, **kwargs)
+
+    @property
+    def metrics(self):
+        metrics = [self.total_tracker, self.ce_tracker, self.mi_tracker, self.critic_loss_tracker, self.accuracy_tracker]
+        if self.lautum_regularizer is not None:
+            metrics += [self.lautum_tracker, self.bound_tracker, self.shrinkage_tracker]
+        return metrics
+
+    # -- training -------------------------------------------------------------------
+    def _target_forward(self, x_target):
+        """Features of the target batch, and the Lautum Jacobian proxy when needed."""
+        if self.lautum_regularizer is None:
+            features, _ = self._features_and_logits(x_target, training=True)
+            return features, None
+        x_target = tf.cast(x_target, tf.float32)
+        with tf.GradientTape() as inner:
+            inner.watch(x_target)
+            features, logits = self._features_and_logits(x_target, training=True)
+            projected = tf.reduce_sum(tf.cast(logits, tf.float32) * self.lautum_regularizer.projection)
+        return features, inner.gradient(projected, x_target)
+
+    def _critic_update(self, x_target, features, steps):
+        features = tf.stop_gradient(features)
+        variables = self.regularizer.critic.trainable_variables
+        loss = tf.constant(0.0)
+        for _ in range(steps):
+            with tf.GradientTape() as tape:
+                bound = self.regularizer((x_target, features), training=True)
+                loss = -bound.surrogate
+            grads = tape.gradient(loss, variables)
+            self.critic_optimizer.apply_gradients(zip(grads, variables))
+        return loss
+
+    def _classifier_update(self, x_source, y_source, x_target, critic_steps):
+        variables = self.classifier.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = self.classifier(x_source, training=True)
+            ce = _cross_entropy(self, y_source, logits)
+            features, w = self._target_forward(x_target)
+            with tape.stop_recording():
+                critic_loss = self._critic_update(x_target, features, critic_steps)
+            bound = self.regularizer((x_target, features), training=True, update_state=False)
+            if critic_steps == 0:
+                critic_loss = -bound.value
+            loss = ce + self.mi_weight * bound.surrogate
+            if self.lautum_regularizer is not None:
+                lautum_surrogate, lautum = self.lautum_regularizer((x_target, w), training=True)
+                loss = loss - self.lautum_weight * lautum_surrogate
+            else:
+                lautum = tf.constant(0.0)
+        grads = tape.gradient(loss, variables)
+        # Double backprop (Lautum) leaves some variables without a regularizer gradient.
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        return ce, tf.stop_gradient(bound.value), critic_loss, logits, lautum
+
+    def _critic_phase(self, x_source, y_source, x_target):
+        logits = self.classifier(x_source, training=True)
+        ce = _cross_entropy(self, y_source, logits)
+        features, _ = self._features_and_logits(x_target, training=True)
+        critic_loss = self._critic_update(x_target, features, max(self.critic_steps, 1))
+        return ce, -critic_loss, critic_loss, logits, tf.constant(0.0)
+
+    def train_step(self, data):
+        if self.critic_optimizer is None:
+            raise ValueError(
+                "Expected the model to be compiled with `compile(...)` before training. Received: no critic_optimizer"
+            )
+        (x_source, x_target), y_source = data[0], data[1]
+        if self.lautum_regularizer is not None and self.resample_projection == "step":
+            self.lautum_regularizer.resample_projection()
+        branches = {
+            PHASES["alternate"]: lambda: self._classifier_update(x_source, y_source, x_target, self.critic_steps),
+            PHASES["critic"]: lambda: self._critic_phase(x_source, y_source, x_target),
+            PHASES["classifier"]: lambda: self._classifier_update(x_source, y_source, x_target, 0),
+        }
+        ce, mi, critic_loss, logits, lautum = tf.switch_case(tf.convert_to_tensor(self.phase), branches)
+        self.total_tracker.update_state(ce + self.mi_weight * mi - self.lautum_weight * lautum)
+        self.ce_tracker.update_state(ce)
+        self.mi_tracker.update_state(mi)
+        self.critic_loss_tracker.update_state(critic_loss)
+        self.accuracy_tracker.update_state(y_source, logits)
+        if self.lautum_regularizer is not None:
+            self.lautum_tracker.update_state(lautum)
+            self.bound_tracker.update_state(self.lautum_regularizer.bound_active)
+            self.shrinkage_tracker.update_state(self.lautum_regularizer.shrinkage)
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        x, y = data[0], data[1]
+        logits = self.classifier(x, training=False)
+        ce = _cross_entropy(self, y, logits)
+        self.total_tracker.update_state(ce)
+        self.ce_tracker.update_state(ce)
+        self.accuracy_tracker.update_state(y, logits)
+        return {m.name: m.result() for m in (self.total_tracker, self.ce_tracker, self.accuracy_tracker)}
+
+    def get_config(self):
+        config = {
+            "classifier": keras.saving.serialize_keras_object(self.classifier),
+            "regularizer": keras.saving.serialize_keras_object(self.regularizer),
+            "mi_weight": self.mi_weight,
+            "critic_steps": self.critic_steps,
+            "feature_layer": self.feature_layer,
+            "lautum_regularizer": (
+                None
+                if self.lautum_regularizer is None
+                else keras.saving.serialize_keras_object(self.lautum_regularizer)
+            ),
+            "lautum_weight": self.lautum_weight,
+            "resample_projection": self.resample_projection,
+        }
+        base_config = super().get_config()
+        return {**base_config, **config}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("classifier", "regularizer", "lautum_regularizer"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
