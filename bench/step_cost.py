@@ -1,4 +1,4 @@
-"""Cost of a Lautum pre-transfer step relative to a plain CE step (seed 000, section 4.1).
+"""Cost of a Lautum or MI pre-transfer step relative to a plain CE step (seed 000, 4.1-4.2).
 
 For each case `<model>_d<D>_<mode>` (small/paper CNN, 28x28x1 or 32x32x3 raw inputs,
 exact/fast Lautum mode) this times, in one process and interleaved:
@@ -8,10 +8,14 @@ exact/fast Lautum mode) this times, in one process and interleaved:
   - `cov_share`: share of the Lautum step spent in the regularizer's covariance and
     log-det work (the regularizer call timed alone on a fixed Jacobian batch, averaged
     over a refresh period, divided by the Lautum step).
+For each case `mi_<model>_d<D>_k<K>` it times, interleaved, `ce_step` and `mi_step`: one
+`MutualInformationTransferModel.train_step` with K critic steps (concat critic "small",
+SMILE) before the classifier step. The issue's target is `mi_step / ce_step <= 2.5` for
+the small CNN at D = 784 with one critic step.
 Prints progress to stderr and one JSON object on the last line of stdout, with the
 median and min of the per-repetition ratios.
 
-Usage: python bench/step_cost.py [--quick] [--cases small_d784_exact,paper_d3072_fast]
+Usage: python bench/step_cost.py [--quick] [--cases small_d784_exact,mi_small_d784_k1]
 """
 
 import argparse
@@ -28,8 +32,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfinfo.architectures import build_classifier  # noqa: E402
+from tfinfo.critics import ConcatCritic  # noqa: E402
 from tfinfo.models import LautumTransferModel  # noqa: E402
+from tfinfo.models import MutualInformationTransferModel  # noqa: E402
 from tfinfo.regularizers import LautumRegularizer  # noqa: E402
+from tfinfo.regularizers import MutualInformationRegularizer  # noqa: E402
 
 SHAPES = {784: (28, 28, 1), 3072: (32, 32, 3)}
 
@@ -44,18 +51,55 @@ def _timed(fn, repeats):
     return times
 
 
-def run_case(arch, dim, mode, batch, repeats, refresh_every):
+def _inputs(dim, batch):
     shape = SHAPES[dim]
     rng = np.random.default_rng(0)
     x_unlabeled = rng.integers(0, 256, size=(max(4 * dim // 3, 600),) + shape).astype(np.uint8)
     xs = tf.constant(rng.uniform(0, 255, size=(batch,) + shape), tf.float32)
     xt = tf.constant(x_unlabeled[:batch], tf.float32)
     ys = tf.constant(rng.integers(0, 10, size=batch), tf.int32)
+    return shape, x_unlabeled, xs, xt, ys
 
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+def _ce_step(arch, shape, xs, ys):
     ce_model = build_classifier(arch, input_shape=shape, seed=0)
-    ce_model.compile(optimizer="adam", loss=loss_fn)
-    ce_step = tf.function(lambda: ce_model.train_step((xs, ys)))
+    ce_model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return tf.function(lambda: ce_model.train_step((xs, ys)))
+
+
+def run_mi_case(arch, dim, critic_steps, batch, repeats):
+    shape, x_unlabeled, xs, xt, ys = _inputs(dim, batch)
+    ce_step = _ce_step(arch, shape, xs, ys)
+    reg = MutualInformationRegularizer(ConcatCritic("small"), estimator="smile", seed=0)
+    model = MutualInformationTransferModel(
+        build_classifier(arch, input_shape=shape, seed=0), reg, mi_weight=0.01, critic_steps=critic_steps
+    )
+    model.adapt(x_unlabeled)
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    mi_step = tf.function(lambda: model.train_step(((xs, xt), ys)))
+    for fn in (ce_step, mi_step):  # trace + warm up
+        _timed(fn, 2)
+    ratios, ce_times, mi_times = [], [], []
+    for _ in range(repeats):
+        ce = statistics.median(_timed(ce_step, 5))
+        mi = statistics.median(_timed(mi_step, 5))
+        ratios.append(mi / ce)
+        ce_times.append(ce)
+        mi_times.append(mi)
+    return {
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ce_step_s": statistics.median(ce_times),
+        "mi_step_s": statistics.median(mi_times),
+        "critic_steps": critic_steps,
+        "batch": batch,
+    }
+
+
+def run_case(arch, dim, mode, batch, repeats, refresh_every):
+    shape, x_unlabeled, xs, xt, ys = _inputs(dim, batch)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    ce_step = _ce_step(arch, shape, xs, ys)
 
     reg = LautumRegularizer(mode=mode, refresh_every=refresh_every, input_shape_hint=shape)
     model = LautumTransferModel(build_classifier(arch, input_shape=shape, seed=0), reg, 0.01)
@@ -97,18 +141,25 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--refresh-every", type=int, default=50)
     args = parser.parse_args(argv)
-    cases = [(a, d, m) for a in ("small", "paper") for d in (784, 3072) for m in ("exact", "fast")]
+    cases = [(a, d, m) for a in ("small", "paper") for d in (784, 3072) for m in ("exact", "fast", "k1", "k5")]
     if args.quick:
         cases = [c for c in cases if c[0] == "small" and c[1] == 784]
+    names = {c: (f"mi_{c[0]}_d{c[1]}_{c[2]}" if c[2].startswith("k") else f"{c[0]}_d{c[1]}_{c[2]}") for c in cases}
     if args.cases:
         wanted = set(args.cases.split(","))
-        cases = [c for c in cases if f"{c[0]}_d{c[1]}_{c[2]}" in wanted]
+        unknown = wanted - set(names.values())
+        if unknown:
+            parser.error(f"Expected --cases among {sorted(names.values())}. Received: {sorted(unknown)}")
+        cases = [c for c in cases if names[c] in wanted]
     results = {}
     for arch, dim, mode in cases:
-        name = f"{arch}_d{dim}_{mode}"
+        name = names[(arch, dim, mode)]
         start = time.perf_counter()
-        results[name] = run_case(arch, dim, mode, args.batch, 2 if args.quick else args.repeats,
-                                 args.refresh_every)
+        repeats = 2 if args.quick else args.repeats
+        if mode.startswith("k"):
+            results[name] = run_mi_case(arch, dim, int(mode[1:]), args.batch, repeats)
+        else:
+            results[name] = run_case(arch, dim, mode, args.batch, repeats, args.refresh_every)
         results[name]["bench_wall_s"] = round(time.perf_counter() - start, 1)
         print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     print(json.dumps(results))

@@ -42,7 +42,7 @@ def _cli(args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("method", ["lautum", "standard"])
+@pytest.mark.parametrize("method", ["lautum", "standard", "mi"])
 def test_cli_on_npz_data_writes_results_and_a_servable_export(tmp_path, method):
     config = _tiny_config(tmp_path, method=method)
     config_file = tmp_path / "config.json"
@@ -59,6 +59,9 @@ def test_cli_on_npz_data_writes_results_and_a_servable_export(tmp_path, method):
     assert set(results["wall_time_s"]) == {"data", "pretrain", "finetune"}
     if method == "lautum":
         assert "lautum" in results["history"]["pretrain"] and results["history"]["pretrain"]["nonfinite_count"] == 0
+    if method == "mi":
+        pretrain = results["history"]["pretrain"]
+        assert {"mi", "critic_loss", "ce"} <= set(pretrain) and np.isfinite(pretrain["mi"][0])
 
     # The export takes raw uint8 images; reload it in a fresh process without tfinfo on the path.
     images = np.random.default_rng(0).integers(0, 256, size=(9, 10, 10, 1)).astype(np.uint8)
@@ -142,3 +145,20 @@ def test_readme_main_job_on_the_embedded_default(tmp_path):
     assert results["method"] == "lautum" and results["num_target_test"] == 1200
     assert results["source_test_accuracy_after_pretrain"] > 0.8
     assert results["target_test_accuracy"] > 0.3
+
+
+@pytest.mark.parametrize("method", ["mi", "lautum_mi"])
+def test_mi_methods_complete_on_the_embedded_default(tmp_path, method):
+    workdir = tmp_path / "run"
+    args = ["--method", method, "--workdir", str(workdir), "--pretrain_epochs", "1", "--finetune_epochs", "1",
+            "--critic_steps", "2", "--verbose", "0", "--lautum_mode", "fast"]
+    proc = _cli(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["method"] == method and results["num_target_test"] == 1200
+    pretrain = results["history"]["pretrain"]
+    assert {"ce", "mi", "critic_loss", "loss"} <= set(pretrain)
+    assert all(np.isfinite(pretrain[key][0]) for key in ("ce", "mi", "critic_loss", "loss"))
+    if method == "lautum_mi":
+        assert pretrain["nonfinite_count"] == 0 and np.isfinite(pretrain["lautum"][0])
+    assert (workdir / "export" / "saved_model.pb").exists()

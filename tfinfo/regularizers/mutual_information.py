@@ -125,6 +125,8 @@ class MutualInformationRegularizer(keras.layers.Layer):
         squares = np.zeros(x.shape[1])
         for i in range(0, x.shape[0], chunk_size):
             c = x[i : i + chunk_size].astype(np.float64)
+            if not np.all(np.isfinite(c)):
+                raise ValueError("Expected finite unlabeled target inputs. Received: NaN or inf values")
             total += c.sum(0)
             squares += (c * c).sum(0)
         mean = total / x.shape[0]
