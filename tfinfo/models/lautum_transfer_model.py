@@ -3,11 +3,12 @@
 import keras
 import tensorflow as tf
 
+from tfinfo.models.classifier_wrapper import ClassifierWrapper
 from tfinfo.regularizers.lautum import LautumRegularizer
 
 
 @keras.saving.register_keras_serializable(package="tfinfo")
-class LautumTransferModel(keras.Model):
+class LautumTransferModel(ClassifierWrapper):
     """Wraps a classifier; `fit` trains it on source labels while maximizing Lautum information.
 
     Each training batch is `((x_source, x_target), y_source)`: labeled source images and
@@ -86,13 +87,6 @@ class LautumTransferModel(keras.Model):
         """Computes the target statistics (`Sigma_x`) once. See `LautumRegularizer.adapt`."""
         self.regularizer.adapt(x_unlabeled, **kwargs)
 
-    def call(self, inputs, training=None):
-        return self.classifier(inputs, training=training)
-
-    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
-        """Exports the classifier alone (the regularizer and critic are training-only)."""
-        return self.classifier.export(filepath, format=format, verbose=verbose, **kwargs)
-
     @property
     def metrics(self):
         return [
@@ -103,13 +97,6 @@ class LautumTransferModel(keras.Model):
             self.bound_tracker,
             self.shrinkage_tracker,
         ]
-
-    def _cross_entropy(self, y, logits):
-        if getattr(self, "loss", None) is not None:
-            return self.compute_loss(y=y, y_pred=logits)
-        return tf.reduce_mean(
-            keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-        )
 
     def jacobian_proxy(self, x, training=True):
         """Returns `(logits, w)`: `w_i = d(r . f(x_i)) / d x_i` for each sample.
@@ -131,7 +118,7 @@ class LautumTransferModel(keras.Model):
             self.regularizer.resample_projection()
         with tf.GradientTape() as tape:
             logits = self.classifier(x_source, training=True)
-            ce = self._cross_entropy(y_source, logits)
+            ce = self.cross_entropy(y_source, logits)
             _, w = self.jacobian_proxy(x_target, training=True)
             surrogate, lautum = self.regularizer((x_target, w), training=True)
             loss = ce - self.lautum_weight * surrogate
@@ -148,15 +135,6 @@ class LautumTransferModel(keras.Model):
         self.bound_tracker.update_state(self.regularizer.bound_active)
         self.shrinkage_tracker.update_state(self.regularizer.shrinkage)
         return {m.name: m.result() for m in self.metrics}
-
-    def test_step(self, data):
-        x, y = data[0], data[1]
-        logits = self.classifier(x, training=False)
-        ce = self._cross_entropy(y, logits)
-        self.total_tracker.update_state(ce)
-        self.ce_tracker.update_state(ce)
-        self.accuracy_tracker.update_state(y, logits)
-        return {m.name: m.result() for m in (self.total_tracker, self.ce_tracker, self.accuracy_tracker)}
 
     def get_config(self):
         config = {

@@ -3,20 +3,15 @@
 import keras
 import tensorflow as tf
 
+from tfinfo.models.classifier_wrapper import ClassifierWrapper
 from tfinfo.regularizers.lautum import LautumRegularizer
 from tfinfo.regularizers.mutual_information import MutualInformationRegularizer
 
 PHASES = {"alternate": 0, "critic": 1, "classifier": 2}
 
 
-def _cross_entropy(model, y, logits):
-    if getattr(model, "loss", None) is not None:
-        return model.compute_loss(y=y, y_pred=logits)
-    return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
-
-
 @keras.saving.register_keras_serializable(package="tfinfo")
-class MutualInformationTransferModel(keras.Model):
+class MutualInformationTransferModel(ClassifierWrapper):
     """Wraps a classifier; `fit` trains it on source labels while lowering `I(x_t; z_t)`.
 
     Each training batch is `((x_source, x_target), y_source)`. `z_t` is the output of
@@ -181,13 +176,6 @@ class MutualInformationTransferModel(keras.Model):
         if self.lautum_regularizer is not None:
             self.lautum_regularizer.adapt(x_unlabeled)
 
-    def call(self, inputs, training=None):
-        return self.classifier(inputs, training=training)
-
-    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
-        """Exports the classifier alone (the regularizer and critic are training-only)."""
-        return self.classifier.export(filepath, format=format, verbose=verbose, **kwargs)
-
     @property
     def metrics(self):
         metrics = [self.total_tracker, self.ce_tracker, self.mi_tracker, self.critic_loss_tracker, self.accuracy_tracker]
@@ -224,7 +212,7 @@ class MutualInformationTransferModel(keras.Model):
         variables = self.classifier.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.classifier(x_source, training=True)
-            ce = _cross_entropy(self, y_source, logits)
+            ce = self.cross_entropy(y_source, logits)
             features, w = self._target_forward(x_target)
             with tape.stop_recording():
                 critic_loss = self._critic_update(x_target, features, critic_steps)
@@ -244,7 +232,7 @@ class MutualInformationTransferModel(keras.Model):
 
     def _critic_phase(self, x_source, y_source, x_target):
         logits = self.classifier(x_source, training=True)
-        ce = _cross_entropy(self, y_source, logits)
+        ce = self.cross_entropy(y_source, logits)
         features, _ = self._features_and_logits(x_target, training=True)
         critic_loss = self._critic_update(x_target, features, max(self.critic_steps, 1))
         return ce, -critic_loss, critic_loss, logits, tf.constant(0.0)
@@ -273,15 +261,6 @@ class MutualInformationTransferModel(keras.Model):
             self.bound_tracker.update_state(self.lautum_regularizer.bound_active)
             self.shrinkage_tracker.update_state(self.lautum_regularizer.shrinkage)
         return {m.name: m.result() for m in self.metrics}
-
-    def test_step(self, data):
-        x, y = data[0], data[1]
-        logits = self.classifier(x, training=False)
-        ce = _cross_entropy(self, y, logits)
-        self.total_tracker.update_state(ce)
-        self.ce_tracker.update_state(ce)
-        self.accuracy_tracker.update_state(y, logits)
-        return {m.name: m.result() for m in (self.total_tracker, self.ce_tracker, self.accuracy_tracker)}
 
     def get_config(self):
         config = {

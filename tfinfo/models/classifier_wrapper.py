@@ -1,0 +1,36 @@
+"""The part every transfer model shares: it wraps a classifier and serves it alone."""
+
+import keras
+import tensorflow as tf
+
+
+class ClassifierWrapper(keras.Model):
+    """Base of the transfer models: `call`, `export`, `test_step` and CE are the classifier's.
+
+    Subclasses set `self.classifier` and the trackers `total_tracker`, `ce_tracker` and
+    `accuracy_tracker`, and implement `train_step`. `evaluate` on `(x, y)` reports CE
+    (as `loss` and `ce`) and accuracy of the classifier; `predict` and `export` serve
+    the classifier alone (the regularizers and critics are training-only).
+    """
+
+    def call(self, inputs, training=None):
+        return self.classifier(inputs, training=training)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
+        """Exports the classifier alone."""
+        return self.classifier.export(filepath, format=format, verbose=verbose, **kwargs)
+
+    def cross_entropy(self, y, logits):
+        """The compiled loss if any, else sparse categorical CE on logits."""
+        if getattr(self, "loss", None) is not None:
+            return self.compute_loss(y=y, y_pred=logits)
+        return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+
+    def test_step(self, data):
+        x, y = data[0], data[1]
+        logits = self.classifier(x, training=False)
+        ce = self.cross_entropy(y, logits)
+        self.total_tracker.update_state(ce)
+        self.ce_tracker.update_state(ce)
+        self.accuracy_tracker.update_state(y, logits)
+        return {m.name: m.result() for m in (self.total_tracker, self.ce_tracker, self.accuracy_tracker)}
