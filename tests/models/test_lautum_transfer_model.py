@@ -20,8 +20,8 @@ def _data(n=80, seed=0):
     return xs, ys, xt
 
 
-def _model(xt, weight=0.05, **reg_kwargs):
-    classifier = build_classifier("small", input_shape=SHAPE, image_size=12, seed=0)
+def _model(xt, weight=0.05, image_size=12, **reg_kwargs):
+    classifier = build_classifier("small", input_shape=SHAPE, image_size=image_size, seed=0)
     reg = LautumRegularizer(input_shape_hint=SHAPE, seed=0, **reg_kwargs)
     model = LautumTransferModel(classifier, reg, lautum_weight=weight)
     model.adapt(xt)
@@ -30,9 +30,10 @@ def _model(xt, weight=0.05, **reg_kwargs):
     return model
 
 
-def test_regularizer_gradient_reaches_the_classifier_weights():
+@pytest.mark.parametrize("image_size", [12, 16])  # 16: through the network's resize
+def test_regularizer_gradient_reaches_the_classifier_weights(image_size):
     xs, ys, xt = _data()
-    model = _model(xt)
+    model = _model(xt, image_size=image_size)
     x_t = tf.constant(xt[:20])
     with tf.GradientTape() as tape:
         _, w = model.jacobian_proxy(x_t)
