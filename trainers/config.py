@@ -127,3 +127,25 @@ def load_config(path):
             config = TransferConfig().replace(**config)
         return config
     raise ValueError(f"Expected a .py or .json config file. Received: config={path!r}")
+
+
+@dataclasses.dataclass
+class CompareConfig:
+    """What `tfinfo-compare` runs.
+
+    Attributes:
+        base: the `TransferConfig` every run starts from (data, network, epochs, ...).
+        methods: method names, in table order.
+        labeled: label budgets (labeled target training images per run).
+        seeds: seeds; each (method, budget) is run once per seed.
+        paper: `"mnist_notmnist"` or `"cifar10_cifar100"` to print seed 000's numbers
+            beside ours, or `None`.
+        method_overrides: per-method `TransferConfig` changes (e.g. tuned lambdas).
+    """
+
+    base: object
+    methods: tuple = ("standard", "lautum", "mi")
+    labeled: tuple = (50, 100, 200)
+    seeds: tuple = (0, 1, 2)
+    paper: str | None = None
+    method_overrides: dict = dataclasses.field(default_factory=dict)

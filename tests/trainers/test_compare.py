@@ -1,0 +1,77 @@
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.trainers.test_transfer_cli import ENV
+from tests.trainers.test_transfer_cli import _tiny_config
+from trainers.compare import compare_main
+from trainers.config import CompareConfig
+from trainers.compare import summarize
+from trainers.paper_results import PAPER_RESULTS
+
+
+def test_compare_writes_table_and_plot_records_failures_and_resumes(tmp_path):
+    base = _tiny_config(tmp_path)
+    compare = CompareConfig(
+        base=base, methods=("standard", "mi"), labeled=(8,), seeds=(0, 1),
+        # An invalid option makes every mi run fail: recorded, and the others go on.
+        method_overrides={"mi": {"critic_schedule": "sometimes"}},
+    )
+    workdir = tmp_path / "cmp"
+    log = []
+    failures = compare_main(compare, str(workdir), log=log.append)
+    assert failures == 2
+    assert (workdir / "runs" / "mi_l8_s0" / "error.txt").read_text().count("critic_schedule") >= 1
+    with open(workdir / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["seed"], r["status"]) for r in rows] == [
+        ("standard", "0", "ok"), ("standard", "1", "ok"), ("mi", "0", "failed"), ("mi", "1", "failed")]
+    accs = [float(r["target_test_accuracy"]) for r in rows if r["status"] == "ok"]
+    table = (workdir / "table.md").read_text()
+    expected = f"{100 * np.mean(accs):.2f} +/- {100 * np.std(accs, ddof=1):.2f}"
+    assert f"| standard | 8 | {expected} | 2 |" in table
+    assert "| mi | 8 | n/a | 0 (2 failed) |" in table
+    png = (workdir / "accuracy_vs_labeled.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+    # Rerun with the bad override fixed: finished runs are skipped, failed ones redone.
+    stamp = os.path.getmtime(workdir / "runs" / "standard_l8_s0" / "results.json")
+    fixed = CompareConfig(base=base, methods=("standard", "mi"), labeled=(8,), seeds=(0, 1))
+    log = []
+    assert compare_main(fixed, str(workdir), log=log.append) == 0
+    assert sum("finished earlier, skipped" in line for line in log) == 2
+    assert sum(": running" in line for line in log) == 2
+    assert os.path.getmtime(workdir / "runs" / "standard_l8_s0" / "results.json") == stamp
+    assert "| mi | 8 | " in (workdir / "table.md").read_text()
+
+
+def test_summary_puts_the_papers_number_beside_ours():
+    rows = [
+        {"method": "lautum", "labeled": 100, "seed": s, "status": "ok", "target_test_accuracy": a}
+        for s, a in enumerate([0.6, 0.7, 0.8])
+    ]
+    compare = CompareConfig(base=None, methods=("lautum",), labeled=(100,), seeds=(0, 1, 2), paper="mnist_notmnist")
+    (entry,) = summarize(rows, compare)
+    assert entry["mean"] == pytest.approx(0.7) and entry["std"] == pytest.approx(0.1)
+    assert entry["paper"] == pytest.approx(0.6594)
+    assert PAPER_RESULTS["cifar10_cifar100"][("mi", 500)] == pytest.approx(0.7282)
+    assert len(PAPER_RESULTS["mnist_notmnist"]) == 21 + 12
+
+
+def test_cli_refuses_a_bad_config_before_any_run(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def get_compare_config():\n    return {'base': 3}\n")
+    for args, match in (
+        (["--config", str(bad)], "Expected `base` to be a TransferConfig"),
+        (["--config", str(tmp_path / "missing.py")], "Expected an existing .py compare config"),
+        (["--labeled", "ten"], "Expected --labeled to be integers"),
+    ):
+        proc = subprocess.run([sys.executable, "-m", "trainers.compare", *args, "--workdir", str(tmp_path / "w")],
+                              cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert match in proc.stderr
+    assert not (tmp_path / "w" / "runs").exists()

@@ -1,0 +1,250 @@
+"""`tfinfo-compare`: methods x label budgets x seeds, resumable, into one table and a plot.
+
+    tfinfo-compare --config configs/compare_embedded.py --workdir runs/compare
+
+A compare config is a Python file whose `get_compare_config()` returns a
+`CompareConfig` (or a dict of its fields). Each run is `tfinfo-transfer`'s two-stage
+pipeline in `WORKDIR/runs/<method>_l<labeled>_s<seed>/`; a run whose `results.json`
+exists is not redone, so an interrupted comparison resumes where it stopped. A run that
+fails is recorded (`WORKDIR/runs/.../error.txt`) and the others go on; the exit code is
+then 1. Outputs: `table.csv` (one row per run), `table.md` (mean +/- std over seeds per
+method and budget, with the paper's number beside ours when the config names the
+paper's experiment) and `accuracy_vs_labeled.png`.
+"""
+
+import csv
+import dataclasses
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+
+from absl import app
+from absl import flags
+
+from trainers.config import CompareConfig
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("config", None, "Compare config: a .py file with get_compare_config().")
+flags.DEFINE_string("workdir", "runs/compare", "Output folder (runs/, table.csv, table.md, plot).")
+flags.DEFINE_list("methods", None, "Override the config's methods (comma list).")
+flags.DEFINE_list("labeled", None, "Override the config's label budgets (comma list).")
+flags.DEFINE_list("seeds", None, "Override the config's seeds (comma list).")
+flags.DEFINE_integer("pretrain_epochs", None, "Override stage-1 epochs of every run.")
+flags.DEFINE_integer("finetune_epochs", None, "Override stage-2 epochs of every run.")
+
+
+def load_compare_config(path):
+    """Loads `get_compare_config()` from a Python file."""
+    from trainers.config import TransferConfig
+
+    if not path or not os.path.isfile(path) or not path.endswith(".py"):
+        raise ValueError(f"Expected an existing .py compare config. Received: config={path!r}")
+    spec = importlib.util.spec_from_file_location("tfinfo_compare_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_compare_config"):
+        raise ValueError(f"Expected {path} to define get_compare_config(). Received: no such function")
+    config = module.get_compare_config()
+    if isinstance(config, dict):
+        config = CompareConfig(**config)
+    if not isinstance(config.base, TransferConfig):
+        raise ValueError(f"Expected `base` to be a TransferConfig. Received: {type(config.base).__name__}")
+    return config
+
+
+def run_name(method, labeled, seed):
+    return f"{method}_l{labeled}_s{seed}"
+
+
+def run_all(compare, workdir, log=print):
+    """Runs every missing (method, budget, seed); returns the list of result rows."""
+    import keras
+
+    from trainers.methods import METHODS
+    from trainers.pipeline import run_transfer
+
+    unknown = [m for m in compare.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"Expected methods among {sorted(METHODS)}. Received: {unknown}")
+    if compare.paper is not None:
+        from trainers.paper_results import PAPER_RESULTS
+
+        if compare.paper not in PAPER_RESULTS:
+            raise ValueError(f"Expected `paper` among {sorted(PAPER_RESULTS)} or None. Received: {compare.paper!r}")
+    rows, failures = [], 0
+    total = len(compare.methods) * len(compare.labeled) * len(compare.seeds)
+    done = 0
+    for labeled in compare.labeled:
+        for method in compare.methods:
+            for seed in compare.seeds:
+                done += 1
+                name = run_name(method, labeled, seed)
+                run_dir = os.path.join(workdir, "runs", name)
+                results_path = os.path.join(run_dir, "results.json")
+                if os.path.isfile(results_path):
+                    log(f"[{done}/{total}] {name}: finished earlier, skipped")
+                else:
+                    config = compare.base.replace(
+                        method=method, labeled=int(labeled), seed=int(seed),
+                        **compare.method_overrides.get(method, {}),
+                    )
+                    log(f"[{done}/{total}] {name}: running")
+                    keras.backend.clear_session()
+                    try:
+                        run_transfer(config, run_dir)
+                    except Exception:  # a failed run is recorded; the comparison goes on
+                        failures += 1
+                        os.makedirs(run_dir, exist_ok=True)
+                        with open(os.path.join(run_dir, "error.txt"), "w") as f:
+                            f.write(traceback.format_exc())
+                        log(f"[{done}/{total}] {name}: FAILED (see {run_dir}/error.txt)")
+                        rows.append({"method": method, "labeled": labeled, "seed": seed, "status": "failed"})
+                        continue
+                with open(results_path) as f:
+                    results = json.load(f)
+                rows.append({
+                    "method": method,
+                    "labeled": int(labeled),
+                    "seed": int(seed),
+                    "status": "ok",
+                    "target_test_accuracy": results["target_test_accuracy"],
+                    "source_test_accuracy_after_pretrain": results.get("source_test_accuracy_after_pretrain"),
+                    "wall_time_s": round(sum(results["wall_time_s"].values()), 1),
+                })
+    return rows, failures
+
+
+def summarize(rows, compare):
+    """Per (method, budget): mean, std (sample, over seeds), n, and the paper's number."""
+    paper = {}
+    if compare.paper is not None:
+        from trainers.paper_results import PAPER_RESULTS
+
+        paper = PAPER_RESULTS[compare.paper]
+    summary = []
+    for labeled in compare.labeled:
+        for method in compare.methods:
+            accs = [r["target_test_accuracy"] for r in rows
+                    if r["method"] == method and r["labeled"] == labeled and r["status"] == "ok"]
+            failed = sum(1 for r in rows if r["method"] == method and r["labeled"] == labeled and r["status"] != "ok")
+            summary.append({
+                "method": method,
+                "labeled": int(labeled),
+                "n": len(accs),
+                "failed": failed,
+                "mean": statistics.fmean(accs) if accs else None,
+                "std": statistics.stdev(accs) if len(accs) > 1 else None,
+                "paper": paper.get((method, int(labeled))),
+            })
+    return summary
+
+
+def _pct(value):
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def write_outputs(rows, summary, compare, workdir):
+    os.makedirs(workdir, exist_ok=True)
+    fields = ["method", "labeled", "seed", "status", "target_test_accuracy",
+              "source_test_accuracy_after_pretrain", "wall_time_s"]
+    with open(os.path.join(workdir, "table.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k) for k in fields})
+    lines = ["| method | labeled | accuracy % (mean +/- std) | seeds |"
+             + (" paper % |" if compare.paper else ""),
+             "|---|---|---|---|" + ("---|" if compare.paper else "")]
+    for s in summary:
+        cell = "n/a" if s["mean"] is None else f"{_pct(s['mean'])} +/- {_pct(s['std'])}"
+        seeds = f"{s['n']}" + (f" ({s['failed']} failed)" if s["failed"] else "")
+        line = f"| {s['method']} | {s['labeled']} | {cell} | {seeds} |"
+        if compare.paper:
+            line += f" {_pct(s['paper'])} |"
+        lines.append(line)
+    with open(os.path.join(workdir, "table.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    _plot(summary, compare, os.path.join(workdir, "accuracy_vs_labeled.png"))
+    return "\n".join(lines)
+
+
+def _plot(summary, compare, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in compare.methods:
+        points = [s for s in summary if s["method"] == method and s["mean"] is not None]
+        if not points:
+            continue
+        ax.errorbar([s["labeled"] for s in points], [100 * s["mean"] for s in points],
+                    yerr=[100 * (s["std"] or 0.0) for s in points], marker="o", capsize=3, label=method)
+    ax.set_xscale("log")
+    ax.set_xticks(list(compare.labeled))
+    ax.set_xticklabels([str(b) for b in compare.labeled])
+    ax.set_xlabel("labeled target images")
+    ax.set_ylabel("target test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare_main(compare, workdir, log=print):
+    """Runs the comparison and writes the outputs; returns the number of failed runs."""
+    start = time.perf_counter()
+    rows, failures = run_all(compare, workdir, log=log)
+    summary = summarize(rows, compare)
+    table = write_outputs(rows, summary, compare, workdir)
+    log(table)
+    log(f"tfinfo-compare: {len(rows)} runs ({failures} failed) in {time.perf_counter() - start:.0f}s; "
+        f"outputs in {workdir}")
+    return failures
+
+
+def main(argv):
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        if FLAGS.config:
+            compare = load_compare_config(FLAGS.config)
+        else:
+            from configs.compare_embedded import get_compare_config
+
+            compare = get_compare_config()
+        if FLAGS.methods:
+            compare = dataclasses.replace(compare, methods=tuple(FLAGS.methods))
+        for name in ("labeled", "seeds"):
+            values = getattr(FLAGS, name)
+            if values:
+                try:
+                    compare = dataclasses.replace(compare, **{name: tuple(int(v) for v in values)})
+                except ValueError:
+                    raise ValueError(f"Expected --{name} to be integers. Received: {values}") from None
+        changes = {k: getattr(FLAGS, k) for k in ("pretrain_epochs", "finetune_epochs") if getattr(FLAGS, k) is not None}
+        if changes:
+            compare = dataclasses.replace(compare, base=compare.base.replace(**changes))
+        failures = compare_main(compare, FLAGS.workdir)
+    except ValueError as error:
+        print(f"tfinfo-compare: error: {error}", file=sys.stderr)
+        return 2
+    return 1 if failures else 0
+
+
+def run():
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
