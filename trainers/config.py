@@ -45,6 +45,12 @@ class TransferConfig:
             epochs alternate, see `critic_epochs` and `classifier_epochs`).
         critic_epochs: critic epochs per cycle in the `epochs` schedule.
         classifier_epochs: classifier epochs per cycle in the `epochs` schedule.
+        te_momentum: Temporal Ensembling's ensemble momentum (0.6 in Laine & Aila).
+        te_max_weight: TE's `w_max`, scaled by labeled / N (30 in Laine & Aila).
+        te_rampup_epochs: epochs of TE's Gaussian ramp-up of the consistency weight.
+        te_epochs: stage-2 epochs for the TE methods (over labeled + unlabeled
+            target images); `None` = `finetune_epochs`.
+        mmd_weight: lambda of `CE + lambda * MMD^2(z_source, z_target)`.
         cache_dir: where the embedded default dataset is cached.
         verbose: Keras progress-bar verbosity (0, 1 or 2).
     """
@@ -82,6 +88,11 @@ class TransferConfig:
     critic_schedule: str = "step"
     critic_epochs: int = 1
     classifier_epochs: int = 1
+    te_momentum: float = 0.6
+    te_max_weight: float = 30.0
+    te_rampup_epochs: int = 80
+    te_epochs: int | None = None
+    mmd_weight: float = 1.0
     cache_dir: str | None = None
     verbose: int = 1
 

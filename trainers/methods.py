@@ -11,12 +11,15 @@ import numpy as np
 
 from tfinfo.callbacks import CriticSchedule
 from tfinfo.callbacks import ProjectionResampler
+from tfinfo.callbacks.temporal_ensembling_update import TemporalEnsemblingUpdate
 from tfinfo.critics import ConcatCritic
 from tfinfo.critics import SeparableCritic
 from tfinfo.data import labeled_dataset
 from tfinfo.data import transfer_dataset
+from tfinfo.data.temporal_ensembling import temporal_ensembling_dataset
 from tfinfo.models import LautumTransferModel
 from tfinfo.models import MutualInformationTransferModel
+from tfinfo.models.temporal_ensembling_model import TemporalEnsemblingModel
 from tfinfo.regularizers import LautumRegularizer
 from tfinfo.regularizers import MutualInformationRegularizer
 
@@ -214,3 +217,41 @@ class LautumMutualInformation(MutualInformation):
 
     name = "lautum_mi"
     uses_lautum = True
+
+
+
+class _TemporalEnsemblingFinetune:
+    """Stage 2 by Temporal Ensembling on the labeled + unlabeled target images."""
+
+    def finetune(self, classifier, data, config, callbacks=()):
+        train, num_examples = temporal_ensembling_dataset(
+            data.x_labeled, data.y_labeled, data.x_unlabeled, batch_size=config.batch_size, seed=config.seed
+        )
+        model = TemporalEnsemblingModel(
+            classifier,
+            num_examples=num_examples,
+            num_labeled=len(data.x_labeled),
+            ensemble_momentum=config.te_momentum,
+            max_unsupervised_weight=config.te_max_weight,
+            rampup_epochs=config.te_rampup_epochs,
+        )
+        model.compile(optimizer=keras.optimizers.Adam(config.finetune_learning_rate), loss=_loss())
+        epochs = config.te_epochs if config.te_epochs is not None else config.finetune_epochs
+        history = model.fit(
+            train, epochs=epochs, verbose=config.verbose, callbacks=[TemporalEnsemblingUpdate(), *callbacks]
+        )
+        return _history(history)
+
+
+@register_method
+class TemporalEnsembling(_TemporalEnsemblingFinetune, Method):
+    """Standard CE pre-training, then Temporal Ensembling on the target (Laine & Aila)."""
+
+    name = "te"
+
+
+@register_method
+class LautumTemporalEnsembling(_TemporalEnsemblingFinetune, Lautum):
+    """Lautum pre-training, then Temporal Ensembling on the target (seed 000, 5.1)."""
+
+    name = "lautum_te"

@@ -15,7 +15,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("method", None, "standard | lautum | mi | lautum_mi (more methods plug into the registry).")
+flags.DEFINE_string("method", None, "standard | lautum | mi | lautum_mi | te | lautum_te | mmd | ctc (the registry).")
 flags.DEFINE_integer("labeled", None, "Number of labeled target training images.")
 flags.DEFINE_integer("seed", None, "Seed of split, data order and initialization.")
 flags.DEFINE_string("workdir", "runs/transfer", "Output folder (results.json, export/).")

@@ -42,7 +42,7 @@ def _cli(args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("method", ["lautum", "standard", "mi"])
+@pytest.mark.parametrize("method", ["lautum", "standard", "mi", "te", "lautum_te"])
 def test_cli_on_npz_data_writes_results_and_a_servable_export(tmp_path, method):
     config = _tiny_config(tmp_path, method=method)
     config_file = tmp_path / "config.json"
@@ -59,6 +59,10 @@ def test_cli_on_npz_data_writes_results_and_a_servable_export(tmp_path, method):
     assert set(results["wall_time_s"]) == {"data", "pretrain", "finetune"}
     if method == "lautum":
         assert "lautum" in results["history"]["pretrain"] and results["history"]["pretrain"]["nonfinite_count"] == 0
+    if method.endswith("te"):
+        finetune = results["history"]["finetune"]
+        assert {"consistency", "unsupervised_weight", "ce"} <= set(finetune)
+        assert finetune["unsupervised_weight"][0] == 0.0  # the ramp-up starts at 0
     if method == "mi":
         pretrain = results["history"]["pretrain"]
         assert {"mi", "critic_loss", "ce"} <= set(pretrain) and np.isfinite(pretrain["mi"][0])

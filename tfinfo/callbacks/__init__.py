@@ -2,5 +2,6 @@
 
 from tfinfo.callbacks.critic_schedule import CriticSchedule
 from tfinfo.callbacks.projection_resampler import ProjectionResampler
+from tfinfo.callbacks.temporal_ensembling_update import TemporalEnsemblingUpdate
 
-__all__ = ["CriticSchedule", "ProjectionResampler"]
+__all__ = ["CriticSchedule", "ProjectionResampler", "TemporalEnsemblingUpdate"]

@@ -11,6 +11,7 @@ from tfinfo.data.splits import harmonize
 from tfinfo.data.splits import labeled_dataset
 from tfinfo.data.splits import labeled_unlabeled_split
 from tfinfo.data.splits import transfer_dataset
+from tfinfo.data.temporal_ensembling import temporal_ensembling_dataset
 
 __all__ = [
     "ImageSplits",
@@ -21,6 +22,7 @@ __all__ = [
     "load_embedded",
     "load_npz",
     "load_spec",
+    "temporal_ensembling_dataset",
     "transfer_dataset",
     "validate_images",
     "validate_labels",

@@ -2,5 +2,6 @@
 
 from tfinfo.models.lautum_transfer_model import LautumTransferModel
 from tfinfo.models.mutual_information_transfer_model import MutualInformationTransferModel
+from tfinfo.models.temporal_ensembling_model import TemporalEnsemblingModel
 
-__all__ = ["LautumTransferModel", "MutualInformationTransferModel"]
+__all__ = ["LautumTransferModel", "MutualInformationTransferModel", "TemporalEnsemblingModel"]
