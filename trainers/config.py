@@ -51,6 +51,10 @@ class TransferConfig:
         te_epochs: stage-2 epochs for the TE methods (over labeled + unlabeled
             target images); `None` = `finetune_epochs`.
         mmd_weight: lambda of `CE + lambda * MMD^2(z_source, z_target)`.
+        ctc_alpha: CTC's weight of the aggregation (memory-bank InfoNCE) loss (seed 002: 0.01).
+        ctc_beta: CTC's weight of the revitalization loss (seed 002: 1.0).
+        ctc_revitalization_epochs: epochs of CTC's second stage (`None` = half of
+            `pretrain_epochs`, as seed 002's 200 + 100); stage 1 runs `pretrain_epochs`.
         cache_dir: where the embedded default dataset is cached.
         verbose: Keras progress-bar verbosity (0, 1 or 2).
     """
@@ -93,6 +97,9 @@ class TransferConfig:
     te_rampup_epochs: int = 80
     te_epochs: int | None = None
     mmd_weight: float = 1.0
+    ctc_alpha: float = 0.01
+    ctc_beta: float = 1.0
+    ctc_revitalization_epochs: int | None = None
     cache_dir: str | None = None
     verbose: int = 1
 

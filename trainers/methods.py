@@ -16,9 +16,12 @@ from tfinfo.critics import ConcatCritic
 from tfinfo.critics import SeparableCritic
 from tfinfo.data import labeled_dataset
 from tfinfo.data import transfer_dataset
+from tfinfo.data.indexed import indexed_dataset
 from tfinfo.data.temporal_ensembling import temporal_ensembling_dataset
 from tfinfo.models import LautumTransferModel
 from tfinfo.models import MutualInformationTransferModel
+from tfinfo.models.information_aggregation_model import InformationAggregationModel
+from tfinfo.models.information_revitalization_model import InformationRevitalizationModel
 from tfinfo.models.temporal_ensembling_model import TemporalEnsemblingModel
 from tfinfo.regularizers import LautumRegularizer
 from tfinfo.regularizers import MutualInformationRegularizer
@@ -255,3 +258,27 @@ class LautumTemporalEnsembling(_TemporalEnsemblingFinetune, Lautum):
     """Lautum pre-training, then Temporal Ensembling on the target (seed 000, 5.1)."""
 
     name = "lautum_te"
+
+
+
+@register_method
+class ContrastiveTransfer(Method):
+    """CTC (seed 002): information aggregation, then revitalization, on the source set;
+    then the same fine-tuning as standard transfer. Uses no unlabeled target images."""
+
+    name = "ctc"
+
+    def pretrain(self, classifier, data, config, callbacks=()):
+        stage1 = InformationAggregationModel(
+            classifier, num_examples=len(data.x_source), alpha=config.ctc_alpha, seed=config.seed
+        )
+        stage1.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss())
+        train = indexed_dataset(data.x_source, data.y_source, batch_size=config.batch_size, seed=config.seed)
+        first = stage1.fit(train, epochs=config.pretrain_epochs, verbose=config.verbose, callbacks=list(callbacks))
+        stage2 = InformationRevitalizationModel(classifier, stage1, beta=config.ctc_beta)
+        stage2.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss())
+        epochs = config.ctc_revitalization_epochs
+        if epochs is None:
+            epochs = max(1, config.pretrain_epochs // 2)
+        second = stage2.fit(train, epochs=epochs, verbose=config.verbose, callbacks=list(callbacks))
+        return {"aggregation": _history(first), "revitalization": _history(second)}

@@ -42,7 +42,7 @@ def _cli(args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("method", ["lautum", "standard", "mi", "te", "lautum_te"])
+@pytest.mark.parametrize("method", ["lautum", "standard", "mi", "te", "lautum_te", "ctc"])
 def test_cli_on_npz_data_writes_results_and_a_servable_export(tmp_path, method):
     config = _tiny_config(tmp_path, method=method)
     config_file = tmp_path / "config.json"
@@ -54,7 +54,11 @@ def test_cli_on_npz_data_writes_results_and_a_servable_export(tmp_path, method):
     results = json.loads((workdir / "results.json").read_text())
     assert results["method"] == method and results["labeled"] == 8 and results["seed"] == 3
     assert 0.0 <= results["target_test_accuracy"] <= 1.0
-    assert len(results["history"]["pretrain"]["loss"]) == 1
+    pretrain = results["history"]["pretrain"]
+    if method == "ctc":
+        assert len(pretrain["aggregation"]["ias"]) == 1 and len(pretrain["revitalization"]["irs"]) == 1
+    else:
+        assert len(pretrain["loss"]) == 1
     assert len(results["history"]["finetune"]["loss"]) == 2
     assert set(results["wall_time_s"]) == {"data", "pretrain", "finetune"}
     if method == "lautum":

@@ -5,6 +5,7 @@ from tfinfo.data.sources import ImageSplits
 from tfinfo.data.sources import load_npz
 from tfinfo.data.sources import load_spec
 from tfinfo.data.sources import validate_images
+from tfinfo.data.indexed import indexed_dataset
 from tfinfo.data.sources import validate_labels
 from tfinfo.data.splits import check_compatible
 from tfinfo.data.splits import harmonize
@@ -17,6 +18,7 @@ __all__ = [
     "ImageSplits",
     "check_compatible",
     "harmonize",
+    "indexed_dataset",
     "labeled_dataset",
     "labeled_unlabeled_split",
     "load_embedded",

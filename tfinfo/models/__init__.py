@@ -1,7 +1,15 @@
 """Keras models whose `train_step` implements a training scheme."""
 
+from tfinfo.models.information_aggregation_model import InformationAggregationModel
+from tfinfo.models.information_revitalization_model import InformationRevitalizationModel
 from tfinfo.models.lautum_transfer_model import LautumTransferModel
 from tfinfo.models.mutual_information_transfer_model import MutualInformationTransferModel
 from tfinfo.models.temporal_ensembling_model import TemporalEnsemblingModel
 
-__all__ = ["LautumTransferModel", "MutualInformationTransferModel", "TemporalEnsemblingModel"]
+__all__ = [
+    "InformationAggregationModel",
+    "InformationRevitalizationModel",
+    "LautumTransferModel",
+    "MutualInformationTransferModel",
+    "TemporalEnsemblingModel",
+]
