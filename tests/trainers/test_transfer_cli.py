@@ -42,7 +42,7 @@ def _cli(args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("method", ["lautum", "standard", "mi", "te", "lautum_te", "ctc"])
+@pytest.mark.parametrize("method", ["lautum", "standard", "mi", "te", "lautum_te", "ctc", "mmd"])
 def test_cli_on_npz_data_writes_results_and_a_servable_export(tmp_path, method):
     config = _tiny_config(tmp_path, method=method)
     config_file = tmp_path / "config.json"

@@ -16,21 +16,27 @@ from tfinfo.information.estimate import estimate_mutual_information
 from tfinfo.information.gaussian import gaussian_lautum_information
 from tfinfo.information.gaussian import gaussian_mutual_information
 from tfinfo.information.ksg import ksg_mutual_information
+from tfinfo.information.mmd import MMD_ESTIMATORS
+from tfinfo.information.mmd import gaussian_kernel_bandwidths
+from tfinfo.information.mmd import mmd2
 
 __all__ = [
     "ESTIMATORS",
+    "MMD_ESTIMATORS",
     "Bound",
     "bounds",
     "dv_bound",
     "estimate_mutual_information",
     "evaluate_bound",
     "gaussian_lautum_information",
+    "gaussian_kernel_bandwidths",
     "gaussian_mutual_information",
     "infonce_bound",
     "js_bound",
     "ksg_mutual_information",
     "log_mean_exp",
     "mine_bound",
+    "mmd2",
     "nwj_bound",
     "smile_bound",
     "split_scores",

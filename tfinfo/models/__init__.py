@@ -3,6 +3,7 @@
 from tfinfo.models.information_aggregation_model import InformationAggregationModel
 from tfinfo.models.information_revitalization_model import InformationRevitalizationModel
 from tfinfo.models.lautum_transfer_model import LautumTransferModel
+from tfinfo.models.mmd_transfer_model import MMDTransferModel
 from tfinfo.models.mutual_information_transfer_model import MutualInformationTransferModel
 from tfinfo.models.temporal_ensembling_model import TemporalEnsemblingModel
 
@@ -10,6 +11,7 @@ __all__ = [
     "InformationAggregationModel",
     "InformationRevitalizationModel",
     "LautumTransferModel",
+    "MMDTransferModel",
     "MutualInformationTransferModel",
     "TemporalEnsemblingModel",
 ]
