@@ -75,3 +75,25 @@ def test_cli_refuses_a_bad_config_before_any_run(tmp_path):
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert match in proc.stderr
     assert not (tmp_path / "w" / "runs").exists()
+
+
+def test_every_config_file_loads_and_names_registered_methods():
+    import glob
+
+    from trainers.compare import load_compare_config
+    from trainers.config import TransferConfig
+    from trainers.config import load_config
+    from trainers.methods import METHODS
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    files = sorted(glob.glob(os.path.join(root, "configs", "*.py")))
+    compares = [f for f in files if os.path.basename(f).startswith("compare_")]
+    assert len(compares) == 3
+    for path in files:
+        if path in compares:
+            compare = load_compare_config(path)
+            assert set(compare.methods) <= set(METHODS), path
+            assert compare.paper in (None, "mnist_notmnist", "cifar10_cifar100")
+        elif not path.endswith("__init__.py"):
+            config = load_config(path)
+            assert isinstance(config, TransferConfig) and config.method in METHODS, path
