@@ -11,7 +11,20 @@ class ClassifierWrapper(keras.Model):
     `accuracy_tracker`, and implement `train_step`. `evaluate` on `(x, y)` reports CE
     (as `loss` and `ce`) and accuracy of the classifier; `predict` and `export` serve
     the classifier alone (the regularizers and critics are training-only).
+
+    `from_config` deserializes the constructor arguments named in `nested_config_keys`
+    (Keras objects serialized by the subclass's `get_config`) before calling the class.
     """
+
+    nested_config_keys = ("classifier",)
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in cls.nested_config_keys:
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
 
     def call(self, inputs, training=None):
         return self.classifier(inputs, training=training)

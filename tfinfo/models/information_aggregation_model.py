@@ -116,6 +116,8 @@ class InformationAggregationModel(ClassifierWrapper):
         Discrimination" (CVPR 2018); van den Oord et al. 2018 (InfoNCE).
     """
 
+    nested_config_keys = ("classifier",)
+
     def __init__(
         self,
         classifier,
@@ -322,9 +324,3 @@ class InformationAggregationModel(ClassifierWrapper):
         }
         base_config = super().get_config()
         return {**base_config, **config}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
-        return cls(**config)

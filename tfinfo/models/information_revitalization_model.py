@@ -82,6 +82,8 @@ class InformationRevitalizationModel(ClassifierWrapper):
         van den Oord et al. 2018 (InfoNCE).
     """
 
+    nested_config_keys = ("classifier", "information_bank", "projection_head")
+
     def __init__(
         self,
         classifier,
@@ -222,11 +224,3 @@ class InformationRevitalizationModel(ClassifierWrapper):
         }
         base_config = super().get_config()
         return {**base_config, **config}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("classifier", "information_bank", "projection_head"):
-            if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)

@@ -47,6 +47,8 @@ class LautumTransferModel(ClassifierWrapper):
         Jakubovitz et al., seed 000, eq. (13).
     """
 
+    nested_config_keys = ("classifier", "regularizer")
+
     def __init__(
         self,
         classifier,
@@ -145,10 +147,3 @@ class LautumTransferModel(ClassifierWrapper):
         }
         base_config = super().get_config()
         return {**base_config, **config}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
-        config["regularizer"] = keras.saving.deserialize_keras_object(config["regularizer"])
-        return cls(**config)

@@ -61,6 +61,8 @@ class MMDTransferModel(ClassifierWrapper):
         features with deep adaptation networks", ICML 2015; Gretton et al., NIPS 2012.
     """
 
+    nested_config_keys = ("classifier", "regularizer")
+
     def __init__(self, classifier, regularizer=None, mmd_weight=1.0, feature_layer="features", **kwargs):
         super().__init__(**kwargs)
         if not float(mmd_weight) >= 0.0:
@@ -173,11 +175,3 @@ class MMDTransferModel(ClassifierWrapper):
         }
         base_config = super().get_config()
         return {**base_config, **config}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("classifier", "regularizer"):
-            if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)

@@ -61,6 +61,8 @@ class MutualInformationTransferModel(ClassifierWrapper):
         Jakubovitz et al., seed 000, eq. (15)-(16) and section 5.1.
     """
 
+    nested_config_keys = ("classifier", "regularizer", "lautum_regularizer")
+
     def __init__(
         self,
         classifier,
@@ -279,11 +281,3 @@ class MutualInformationTransferModel(ClassifierWrapper):
         }
         base_config = super().get_config()
         return {**base_config, **config}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("classifier", "regularizer", "lautum_regularizer"):
-            if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)

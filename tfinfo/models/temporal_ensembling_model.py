@@ -99,6 +99,8 @@ class TemporalEnsemblingModel(ClassifierWrapper):
         Algorithm 2 and Appendix A; seed 000, section 5.1 (post-transfer baseline).
     """
 
+    nested_config_keys = ("classifier",)
+
     def __init__(
         self,
         classifier,
@@ -315,9 +317,3 @@ class TemporalEnsemblingModel(ClassifierWrapper):
         }
         base_config = super().get_config()
         return {**base_config, **config}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
-        return cls(**config)
