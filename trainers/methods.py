@@ -57,6 +57,7 @@ class TransferData:
     x_target_test: np.ndarray
     y_target_test: np.ndarray
     num_classes: int
+    skipped_files: dict = dataclasses.field(default_factory=dict)
 
 
 def _loss():

@@ -33,6 +33,7 @@ def prepare_data(config):
     """Loads, validates and splits the source and target sets of `config`."""
     source = load_spec(config.source, role="source", seed=config.seed, cache_dir=config.cache_dir)
     target = load_spec(config.target, role="target", seed=config.seed, cache_dir=config.cache_dir)
+    skipped = {"source": int(source.skipped_files), "target": int(target.skipped_files)}
     check_compatible(source, target)
     source, target = harmonize(source, target)
     num_classes = config.num_classes or max(source.num_classes, target.num_classes)
@@ -55,6 +56,7 @@ def prepare_data(config):
         x_target_test=target.x_test,
         y_target_test=target.y_test,
         num_classes=num_classes,
+        skipped_files=skipped,
     )
 
 
@@ -124,6 +126,7 @@ def run_transfer(config, workdir):
         "num_unlabeled_target": int(len(data.x_unlabeled)),
         "num_target_test": int(len(data.x_target_test)),
         "image_shape": list(data.x_source.shape[1:]),
+        "skipped_files": data.skipped_files,
         "wall_time_s": {"data": data_s, "pretrain": pretrain_s, "finetune": finetune_s},
         "history": {"pretrain": pretrain_history, "finetune": finetune_history},
         "config": config.to_dict(),

@@ -128,6 +128,26 @@ def test_bad_inputs_are_refused_before_training(tmp_path, changes, match):
         prepare_data(config)
 
 
+def test_unreadable_image_files_are_skipped_and_reported_in_results(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "letters"
+    for label, name in enumerate("ABCD"):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(rng.uniform(0, 60, (10, 10)) + 40 * label, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    (root / "C" / "broken.png").write_bytes(b"\x89PNG truncated")
+    (root / "A" / "empty.png").write_bytes(b"")
+    source = _npz(tmp_path / "src4.npz", rank3=False)  # images from folders are N x H x W x C
+    config = _tiny_config(tmp_path, method="standard", source=source, target=f"dir:{root}", labeled=8)
+    assert prepare_data(config).skipped_files == {"source": 0, "target": 2}
+    results = run_transfer(config, str(tmp_path / "run"))
+    assert results["skipped_files"] == {"source": 0, "target": 2}
+    assert 0.0 <= results["target_test_accuracy"] <= 1.0
+
+
 def test_unknown_method_is_refused_before_loading_data(tmp_path):
     with pytest.raises(ValueError, match="Expected --method to be one of"):
         run_transfer(_tiny_config(tmp_path, method="nope", source="npz:/does/not/exist.npz"), str(tmp_path / "w"))
