@@ -4,6 +4,29 @@ import keras
 import tensorflow as tf
 
 
+def features_and_logits_model(classifier, feature_layer):
+    """`keras.Model(inputs, [features, logits])` sharing the classifier's own layers.
+
+    A single input is passed as a tensor, not a one-element list, so that calls on a
+    batch of images match the model's input structure.
+    """
+    try:
+        features = classifier.get_layer(feature_layer).output
+    except (ValueError, AttributeError):
+        names = [layer.name for layer in getattr(classifier, "layers", [])]
+        raise ValueError(
+            f"Expected `classifier` to be a functional model with a layer named {feature_layer!r} "
+            f"(`feature_layer`). Received: feature_layer={feature_layer!r}, layers {names}"
+        ) from None
+    if len(features.shape) != 2:
+        raise ValueError(
+            f"Expected the output of layer {feature_layer!r} to be of rank 2 (samples, features). "
+            f"Received: shape={tuple(features.shape)}"
+        )
+    inputs = classifier.inputs[0] if len(classifier.inputs) == 1 else classifier.inputs
+    return keras.Model(inputs, [features, classifier.outputs[0]], name="features_and_logits")
+
+
 class ClassifierWrapper(keras.Model):
     """Base of the transfer models: `call`, `export`, `test_step` and CE are the classifier's.
 

@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from tfinfo.models.classifier_wrapper import ClassifierWrapper
+from tfinfo.models.classifier_wrapper import features_and_logits_model
 
 
 def _check_number(name, value, low, high=None, low_inclusive=True, high_inclusive=True):
@@ -27,19 +28,6 @@ def _check_count(name, value, allow_none=False):
         extra = " or None" if allow_none else ""
         raise ValueError(f"Expected `{name}` to be an integer >= 1{extra}. Received: {name}={value!r}")
     return int(value)
-
-
-def _features_model(classifier, feature_layer):
-    """`keras.Model(inputs, [features, logits])` over the classifier's own layers."""
-    try:
-        features = classifier.get_layer(feature_layer).output
-    except (ValueError, AttributeError):
-        names = [layer.name for layer in getattr(classifier, "layers", [])]
-        raise ValueError(
-            f"Expected `classifier` to be a functional model with a layer named {feature_layer!r} "
-            f"(`feature_layer`). Received: layers {names}"
-        ) from None
-    return keras.Model(_model_inputs(classifier), [features, classifier.outputs[0]], name="features_and_logits")
 
 
 def _model_inputs(model):
@@ -142,7 +130,7 @@ class InformationAggregationModel(ClassifierWrapper):
             raise ValueError(f"Expected `seed` to be an integer or None. Received: seed={seed!r}")
         self.seed = None if seed is None else int(seed)
         self.feature_layer = feature_layer
-        self._features_and_logits = _features_model(classifier, feature_layer)
+        self._features_and_logits = features_and_logits_model(classifier, feature_layer)
         self.classifier = classifier
         feature_dim = int(self._features_and_logits.outputs[0].shape[-1])
 

@@ -4,9 +4,9 @@ import keras
 import tensorflow as tf
 
 from tfinfo.models.classifier_wrapper import ClassifierWrapper
+from tfinfo.models.classifier_wrapper import features_and_logits_model
 from tfinfo.models.information_aggregation_model import InformationAggregationModel
 from tfinfo.models.information_aggregation_model import _check_number
-from tfinfo.models.information_aggregation_model import _features_model
 from tfinfo.models.information_aggregation_model import _images
 
 
@@ -98,7 +98,7 @@ class InformationRevitalizationModel(ClassifierWrapper):
         self.beta = _check_number("beta", beta, 0.0)
         self.temperature = _check_number("temperature", temperature, 0.0, low_inclusive=False)
         self.feature_layer = feature_layer
-        self._features_and_logits = _features_model(classifier, feature_layer)
+        self._features_and_logits = features_and_logits_model(classifier, feature_layer)
         self.classifier = classifier
         features_shape = (None, int(self._features_and_logits.outputs[0].shape[-1]))
 

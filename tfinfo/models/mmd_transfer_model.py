@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfinfo.models.classifier_wrapper import ClassifierWrapper
+from tfinfo.models.classifier_wrapper import features_and_logits_model
 from tfinfo.regularizers.mmd import MMDRegularizer
 
 
@@ -67,31 +68,15 @@ class MMDTransferModel(ClassifierWrapper):
         super().__init__(**kwargs)
         if not float(mmd_weight) >= 0.0:
             raise ValueError(f"Expected `mmd_weight` >= 0. Received: mmd_weight={mmd_weight}")
-        try:
-            features = classifier.get_layer(feature_layer).output
-        except (ValueError, AttributeError):
-            names = [layer.name for layer in getattr(classifier, "layers", [])]
-            raise ValueError(
-                f"Expected `classifier` to be a functional model with a layer named {feature_layer!r}. "
-                f"Received: feature_layer={feature_layer!r}, layers {names}"
-            ) from None
+        self._features_and_logits = features_and_logits_model(classifier, feature_layer)
         if regularizer is None:
             regularizer = MMDRegularizer()
         if not isinstance(regularizer, MMDRegularizer):
             raise ValueError(
                 f"Expected `regularizer` to be an MMDRegularizer. Received: regularizer={type(regularizer).__name__}"
             )
-        if len(features.shape) != 2:
-            raise ValueError(
-                f"Expected the output of layer {feature_layer!r} to be of rank 2 (samples, features). "
-                f"Received: shape={tuple(features.shape)}"
-            )
         self.classifier = classifier
-        # A single input is passed as a tensor, not a one-element list, so that calls on
-        # a batch of images match the model's input structure.
-        inputs = classifier.inputs[0] if len(classifier.inputs) == 1 else classifier.inputs
-        self._features_and_logits = keras.Model(inputs, [features, classifier.outputs[0]], name="features_and_logits")
-        feature_dim = int(features.shape[-1])
+        feature_dim = int(self._features_and_logits.outputs[0].shape[-1])
         if not regularizer.built:
             regularizer.build(((None, feature_dim), (None, feature_dim)))
         self.regularizer = regularizer

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfinfo.models.classifier_wrapper import ClassifierWrapper
+from tfinfo.models.classifier_wrapper import features_and_logits_model
 from tfinfo.regularizers.lautum import LautumRegularizer
 from tfinfo.regularizers.mutual_information import MutualInformationRegularizer
 
@@ -83,20 +84,10 @@ class MutualInformationTransferModel(ClassifierWrapper):
                 "Expected `resample_projection` to be 'epoch' or 'step'. "
                 f"Received: resample_projection={resample_projection!r}"
             )
-        try:
-            features = classifier.get_layer(feature_layer).output
-        except (ValueError, AttributeError):
-            names = [layer.name for layer in getattr(classifier, "layers", [])]
-            raise ValueError(
-                f"Expected `classifier` to be a functional model with a layer named {feature_layer!r}. "
-                f"Received: layers {names}"
-            ) from None
+        self._features_and_logits = features_and_logits_model(classifier, feature_layer)
         self.classifier = classifier
-        self._features_and_logits = keras.Model(
-            classifier.inputs, [features, classifier.outputs[0]], name="features_and_logits"
-        )
         input_shape = tuple(classifier.input_shape[1:])
-        feature_dim = int(features.shape[-1])
+        feature_dim = int(self._features_and_logits.outputs[0].shape[-1])
         if regularizer is None:
             regularizer = MutualInformationRegularizer()
         if not isinstance(regularizer, MutualInformationRegularizer):
