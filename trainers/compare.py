@@ -5,7 +5,10 @@
 A compare config is a Python file whose `get_compare_config()` returns a
 `CompareConfig` (or a dict of its fields). Each run is `tfinfo-transfer`'s two-stage
 pipeline in `WORKDIR/runs/<method>_l<labeled>_s<seed>/`; a run whose `results.json`
-exists is not redone, so an interrupted comparison resumes where it stopped. A run that
+exists is not redone, so an interrupted comparison resumes where it stopped. Stage 1
+does not read the target labels, so it is trained once per method and seed (methods
+sharing it, like `standard` and `te`, share it too) and kept in `WORKDIR/stage1/` for
+every label budget. A run that
 fails is recorded (`WORKDIR/runs/.../error.txt`) and the others go on; the exit code is
 then 1. Outputs: `table.csv` (one row per run), `table.md` (mean +/- std over seeds per
 method and budget, with the paper's number beside ours when the config names the
@@ -78,9 +81,11 @@ def run_all(compare, workdir, log=print):
     rows, failures = [], 0
     total = len(compare.methods) * len(compare.labeled) * len(compare.seeds)
     done = 0
-    for labeled in compare.labeled:
+    # Seed outermost, so that an interrupted comparison has whole seeds; budgets
+    # innermost, so that a method's shared stage 1 is trained right before its reuses.
+    for seed in compare.seeds:
         for method in compare.methods:
-            for seed in compare.seeds:
+            for labeled in compare.labeled:
                 done += 1
                 name = run_name(method, labeled, seed)
                 run_dir = os.path.join(workdir, "runs", name)
@@ -95,7 +100,7 @@ def run_all(compare, workdir, log=print):
                     log(f"[{done}/{total}] {name}: running")
                     keras.backend.clear_session()
                     try:
-                        run_transfer(config, run_dir)
+                        run_transfer(config, run_dir, stage1_cache=os.path.join(workdir, "stage1"))
                     except Exception:  # a failed run is recorded; the comparison goes on
                         failures += 1
                         os.makedirs(run_dir, exist_ok=True)
@@ -114,7 +119,10 @@ def run_all(compare, workdir, log=print):
                     "target_test_accuracy": results["target_test_accuracy"],
                     "source_test_accuracy_after_pretrain": results.get("source_test_accuracy_after_pretrain"),
                     "wall_time_s": round(sum(results["wall_time_s"].values()), 1),
+                    "stage1_reused": bool(results.get("stage1", {}).get("reused", False)),
                 })
+    order = {m: i for i, m in enumerate(compare.methods)}
+    rows.sort(key=lambda r: (order[r["method"]], int(r["labeled"]), int(r["seed"])))
     return rows, failures
 
 
@@ -150,7 +158,7 @@ def _pct(value):
 def write_outputs(rows, summary, compare, workdir):
     os.makedirs(workdir, exist_ok=True)
     fields = ["method", "labeled", "seed", "status", "target_test_accuracy",
-              "source_test_accuracy_after_pretrain", "wall_time_s"]
+              "source_test_accuracy_after_pretrain", "wall_time_s", "stage1_reused"]
     with open(os.path.join(workdir, "table.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()

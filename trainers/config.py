@@ -50,6 +50,8 @@ class TransferConfig:
         te_rampup_epochs: epochs of TE's Gaussian ramp-up of the consistency weight.
         te_epochs: stage-2 epochs for the TE methods (over labeled + unlabeled
             target images); `None` = `finetune_epochs`.
+        te_unlabeled: at most this many unlabeled target images in TE's stage 2 (a
+            seeded subset, to bound its cost on a CPU); `None` = all of them.
         mmd_weight: lambda of `CE + lambda * MMD^2(z_source, z_target)`.
         ctc_alpha: CTC's weight of the aggregation (memory-bank InfoNCE) loss (seed 002: 0.01).
         ctc_beta: CTC's weight of the revitalization loss (seed 002: 1.0).
@@ -96,6 +98,7 @@ class TransferConfig:
     te_max_weight: float = 30.0
     te_rampup_epochs: int = 80
     te_epochs: int | None = None
+    te_unlabeled: int | None = None
     mmd_weight: float = 1.0
     ctc_alpha: float = 0.01
     ctc_beta: float = 1.0

@@ -54,6 +54,7 @@ class TransferData:
     x_labeled: np.ndarray
     y_labeled: np.ndarray
     x_unlabeled: np.ndarray
+    x_target_train: np.ndarray
     x_target_test: np.ndarray
     y_target_test: np.ndarray
     num_classes: int
@@ -69,9 +70,16 @@ def _history(history):
 
 
 class Method:
-    """Base class: plain CE in both stages (standard transfer)."""
+    """Base class: plain CE in both stages (standard transfer).
+
+    `stage1` names the pre-transfer stage: methods with the same `stage1` (e.g.
+    `standard` and `te`) pre-train identically, so `tfinfo-compare` runs it once per
+    seed and reuses it. Stage 1 reads the target's training images without their
+    labels (`data.x_target_train`), so it does not depend on the label budget.
+    """
 
     name = None
+    stage1 = "standard"
 
     def pretrain(self, classifier, data, config, callbacks=()):
         classifier.compile(
@@ -112,6 +120,7 @@ class Lautum(Method):
     """Stage 1 with `CE(source) - lambda * L(w; x_target)` on unlabeled target batches."""
 
     name = "lautum"
+    stage1 = "lautum"
 
     def build_model(self, classifier, data, config):
         regularizer = _lautum_regularizer(data, config)
@@ -121,7 +130,7 @@ class Lautum(Method):
             lautum_weight=config.lautum_weight,
             resample_projection=config.resample_projection,
         )
-        model.adapt(data.x_unlabeled)
+        model.adapt(data.x_target_train)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss())
         return model
 
@@ -133,7 +142,7 @@ class Lautum(Method):
         train = transfer_dataset(
             data.x_source,
             data.y_source,
-            data.x_unlabeled,
+            data.x_target_train,
             batch_size=config.batch_size,
             seed=config.seed,
         )
@@ -176,6 +185,7 @@ class MutualInformation(Lautum):
     trained alternately (seed 000, section 4.2)."""
 
     name = "mi"
+    stage1 = "mi"
     uses_lautum = False
 
     def build_model(self, classifier, data, config):
@@ -202,7 +212,7 @@ class MutualInformation(Lautum):
             lautum_weight=config.lautum_weight if self.uses_lautum else 0.0,
             resample_projection=config.resample_projection,
         )
-        model.adapt(data.x_unlabeled)
+        model.adapt(data.x_target_train)
         model.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
             critic_optimizer=keras.optimizers.Adam(config.critic_learning_rate),
@@ -222,6 +232,7 @@ class LautumMutualInformation(MutualInformation):
     """Lautum+MI: both regularizers in the same pre-transfer stage (seed 000, 5.1 item 7)."""
 
     name = "lautum_mi"
+    stage1 = "lautum_mi"
     uses_lautum = True
 
 
@@ -230,8 +241,14 @@ class _TemporalEnsemblingFinetune:
     """Stage 2 by Temporal Ensembling on the labeled + unlabeled target images."""
 
     def finetune(self, classifier, data, config, callbacks=()):
+        x_unlabeled = data.x_unlabeled
+        if config.te_unlabeled is not None and config.te_unlabeled < len(x_unlabeled):
+            if config.te_unlabeled < 0:
+                raise ValueError(f"Expected te_unlabeled >= 0 or None. Received: te_unlabeled={config.te_unlabeled}")
+            keep = np.random.default_rng(config.seed).permutation(len(x_unlabeled))[: config.te_unlabeled]
+            x_unlabeled = x_unlabeled[np.sort(keep)]
         train, num_examples = temporal_ensembling_dataset(
-            data.x_labeled, data.y_labeled, data.x_unlabeled, batch_size=config.batch_size, seed=config.seed
+            data.x_labeled, data.y_labeled, x_unlabeled, batch_size=config.batch_size, seed=config.seed
         )
         model = TemporalEnsemblingModel(
             classifier,
@@ -270,20 +287,21 @@ class ContrastiveTransfer(Method):
     then the same fine-tuning as standard transfer. Uses no unlabeled target images."""
 
     name = "ctc"
+    stage1 = "ctc"
 
     def pretrain(self, classifier, data, config, callbacks=()):
-        stage1 = InformationAggregationModel(
+        aggregation = InformationAggregationModel(
             classifier, num_examples=len(data.x_source), alpha=config.ctc_alpha, seed=config.seed
         )
-        stage1.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss())
+        aggregation.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss())
         train = indexed_dataset(data.x_source, data.y_source, batch_size=config.batch_size, seed=config.seed)
-        first = stage1.fit(train, epochs=config.pretrain_epochs, verbose=config.verbose, callbacks=list(callbacks))
-        stage2 = InformationRevitalizationModel(classifier, stage1, beta=config.ctc_beta)
-        stage2.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss())
+        first = aggregation.fit(train, epochs=config.pretrain_epochs, verbose=config.verbose, callbacks=list(callbacks))
+        revitalization = InformationRevitalizationModel(classifier, aggregation, beta=config.ctc_beta)
+        revitalization.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss())
         epochs = config.ctc_revitalization_epochs
         if epochs is None:
             epochs = max(1, config.pretrain_epochs // 2)
-        second = stage2.fit(train, epochs=epochs, verbose=config.verbose, callbacks=list(callbacks))
+        second = revitalization.fit(train, epochs=epochs, verbose=config.verbose, callbacks=list(callbacks))
         return {"aggregation": _history(first), "revitalization": _history(second)}
 
 
@@ -293,6 +311,7 @@ class MultiKernelMMD(Lautum):
     kernels (Long et al.; seed 000, 5.1), then standard fine-tuning."""
 
     name = "mmd"
+    stage1 = "mmd"
 
     def build_model(self, classifier, data, config):
         model = MMDTransferModel(classifier, MMDRegularizer(), mmd_weight=config.mmd_weight)

@@ -1,8 +1,10 @@
 """The two-stage pipeline behind `tfinfo-transfer`."""
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 
 import keras
@@ -53,6 +55,7 @@ def prepare_data(config):
         x_labeled=x_lab,
         y_labeled=y_lab,
         x_unlabeled=x_unlab,
+        x_target_train=target.x_train,
         x_target_test=target.x_test,
         y_target_test=target.y_test,
         num_classes=num_classes,
@@ -78,12 +81,71 @@ def _accuracy(classifier, x, y, batch_size):
     return float(np.mean(np.argmax(logits, axis=-1) == y))
 
 
-def run_transfer(config, workdir):
+# Fields that only stage 2 reads: runs differing only in these share their stage 1.
+STAGE2_FIELDS = frozenset({
+    "method", "labeled", "finetune_epochs", "finetune_learning_rate", "te_momentum",
+    "te_max_weight", "te_rampup_epochs", "te_epochs", "te_unlabeled", "verbose", "cache_dir",
+})
+
+
+def stage1_key(config):
+    """Names the stage 1 of `config`: its method's `stage1` plus a digest of every
+    field stage 1 may read. Two configs with the same key pre-train identically."""
+    method = get_method(config.method)
+    fields = {k: v for k, v in config.to_dict().items() if k not in STAGE2_FIELDS}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{method.stage1}_s{config.seed}_{digest}"
+
+
+def _reseed_stage2(classifier, seed):
+    """Puts every random state stage 2 reads where it would be after a fresh start, so
+    stage 2 is the same whether stage 1 ran in this process or was loaded."""
+    keras.utils.set_random_seed(seed)
+    layers = list(classifier.layers)
+    while layers:
+        layer = layers.pop()
+        layers.extend(getattr(layer, "layers", []))  # nested models
+        generator = getattr(layer, "seed_generator", None)
+        if generator is not None:  # dropout and noise layers: restart their counter
+            state = generator.state
+            state.assign(keras.ops.convert_to_tensor([state.numpy()[0], 0], dtype=state.dtype))
+
+
+def _load_stage1(classifier, folder):
+    info_path = os.path.join(folder, "stage1.json")
+    if not os.path.isfile(info_path):
+        return None
+    with open(info_path) as f:
+        info = json.load(f)
+    classifier.load_weights(os.path.join(folder, "classifier.weights.h5"))
+    return info
+
+
+def _save_stage1(classifier, folder, info):
+    """Writes the stage-1 weights and facts atomically: a half-written folder is never read."""
+    tmp = folder + f".tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    classifier.save_weights(os.path.join(tmp, "classifier.weights.h5"))
+    with open(os.path.join(tmp, "stage1.json"), "w") as f:
+        json.dump(info, f, indent=2)
+    if os.path.isdir(folder):  # another process finished the same stage 1 first
+        shutil.rmtree(tmp)
+        return
+    os.replace(tmp, folder)
+
+
+def run_transfer(config, workdir, stage1_cache=None):
     """Runs stage 1 and stage 2 of `config.method`, evaluates, exports and writes results.
 
     Args:
         config: a `TransferConfig`.
         workdir: output folder; receives `results.json`, `classifier.keras`, `export/`.
+        stage1_cache: optional folder of finished stage-1 runs keyed by `stage1_key`:
+            a stage 1 found there is loaded instead of trained, one trained here is
+            stored there. `tfinfo-compare` uses it to pre-train once per method and
+            seed for all label budgets. Stage 2 is re-seeded either way, so a run gives
+            the same result with or without the cache.
 
     Returns:
         The results dictionary written to `workdir/results.json`.
@@ -104,10 +166,23 @@ def run_transfer(config, workdir):
         noise_stddev=config.noise_stddev,
         seed=config.seed,
     )
-    start = time.perf_counter()
-    pretrain_history = method.pretrain(classifier, data, config)
-    pretrain_s = time.perf_counter() - start
-    source_acc = _accuracy(classifier, data.x_source_test, data.y_source_test, config.batch_size)
+    key = stage1_key(config)
+    folder = os.path.join(stage1_cache, key) if stage1_cache else None
+    stage1 = _load_stage1(classifier, folder) if folder else None
+    reused = stage1 is not None
+    if not reused:
+        start = time.perf_counter()
+        history = method.pretrain(classifier, data, config)
+        stage1 = {
+            "key": key,
+            "history": history,
+            "pretrain_s": time.perf_counter() - start,
+            "source_test_accuracy": _accuracy(classifier, data.x_source_test, data.y_source_test, config.batch_size),
+        }
+        if folder:
+            _save_stage1(classifier, folder, stage1)
+    pretrain_history, pretrain_s, source_acc = stage1["history"], stage1["pretrain_s"], stage1["source_test_accuracy"]
+    _reseed_stage2(classifier, config.seed + 1)
     start = time.perf_counter()
     finetune_history = method.finetune(classifier, data, config)
     finetune_s = time.perf_counter() - start
@@ -128,6 +203,7 @@ def run_transfer(config, workdir):
         "image_shape": list(data.x_source.shape[1:]),
         "skipped_files": data.skipped_files,
         "wall_time_s": {"data": data_s, "pretrain": pretrain_s, "finetune": finetune_s},
+        "stage1": {"key": key, "reused": reused},
         "history": {"pretrain": pretrain_history, "finetune": finetune_history},
         "config": config.to_dict(),
     }

@@ -97,3 +97,39 @@ def test_every_config_file_loads_and_names_registered_methods():
         elif not path.endswith("__init__.py"):
             config = load_config(path)
             assert isinstance(config, TransferConfig) and config.method in METHODS, path
+
+
+def test_stage1_is_trained_once_per_method_and_seed_and_reused_exactly(tmp_path):
+    import json
+
+    import keras
+
+    from trainers.pipeline import run_transfer
+    from trainers.pipeline import stage1_key
+
+    base = _tiny_config(tmp_path)
+    # standard and te share stage 1 (plain CE on the source); two budgets each.
+    compare = CompareConfig(base=base, methods=("standard", "te"), labeled=(8, 12), seeds=(0,))
+    workdir = tmp_path / "cmp"
+    assert compare_main(compare, str(workdir), log=lambda _: None) == 0
+    assert sorted(os.listdir(workdir / "stage1")) == [stage1_key(base.replace(method="standard"))]
+    with open(workdir / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["labeled"], r["stage1_reused"]) for r in rows] == [
+        ("standard", "8", "False"), ("standard", "12", "True"), ("te", "8", "True"), ("te", "12", "True")]
+    # The label budget and stage-2 settings do not enter the key; stage-1 settings do.
+    assert stage1_key(base.replace(labeled=50, finetune_epochs=9)) == stage1_key(base)
+    assert stage1_key(base.replace(learning_rate=0.5)) != stage1_key(base)
+    assert stage1_key(base.replace(method="lautum_te")) == stage1_key(base.replace(method="lautum"))
+
+    # A run from the cached stage 1 ends exactly where a run without the cache ends.
+    config = base.replace(method="standard", labeled=12, seed=0)
+    keras.backend.clear_session()
+    fresh = run_transfer(config, str(tmp_path / "fresh"))
+    keras.backend.clear_session()
+    cached = run_transfer(config, str(tmp_path / "cached"), stage1_cache=str(workdir / "stage1"))
+    assert cached["stage1"]["reused"] and not fresh["stage1"]["reused"]
+    assert cached["target_test_accuracy"] == fresh["target_test_accuracy"]
+    assert cached["history"]["finetune"] == fresh["history"]["finetune"]
+    saved = json.loads((workdir / "runs" / "standard_l12_s0" / "results.json").read_text())
+    assert saved["target_test_accuracy"] == fresh["target_test_accuracy"]
