@@ -57,6 +57,9 @@ class TransferConfig:
         ctc_beta: CTC's weight of the revitalization loss (seed 002: 1.0).
         ctc_revitalization_epochs: epochs of CTC's second stage (`None` = half of
             `pretrain_epochs`, as seed 002's 200 + 100); stage 1 runs `pretrain_epochs`.
+        probe_every: every this many stage-1 epochs, fit a linear probe on the frozen
+            features of the labeled target images and log its target test accuracy
+            (`transferability` in the stage-1 history); 0 = never.
         cache_dir: where the embedded default dataset is cached.
         verbose: Keras progress-bar verbosity (0, 1 or 2).
     """
@@ -103,6 +106,7 @@ class TransferConfig:
     ctc_alpha: float = 0.01
     ctc_beta: float = 1.0
     ctc_revitalization_epochs: int | None = None
+    probe_every: int = 0
     cache_dir: str | None = None
     verbose: int = 1
 

@@ -11,7 +11,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfinfo.architectures import FEATURES_LAYER
 from tfinfo.architectures import build_classifier
+from tfinfo.callbacks import TransferabilityProbe
 from tfinfo.data import check_compatible
 from tfinfo.data import harmonize
 from tfinfo.data import labeled_unlabeled_split
@@ -84,7 +86,7 @@ def _accuracy(classifier, x, y, batch_size):
 # Fields that only stage 2 reads: runs differing only in these share their stage 1.
 STAGE2_FIELDS = frozenset({
     "method", "labeled", "finetune_epochs", "finetune_learning_rate", "te_momentum",
-    "te_max_weight", "te_rampup_epochs", "te_epochs", "te_unlabeled", "verbose", "cache_dir",
+    "te_max_weight", "te_rampup_epochs", "te_epochs", "te_unlabeled", "verbose", "cache_dir", "probe_every",
 })
 
 
@@ -93,6 +95,8 @@ def stage1_key(config):
     field stage 1 may read. Two configs with the same key pre-train identically."""
     method = get_method(config.method)
     fields = {k: v for k, v in config.to_dict().items() if k not in STAGE2_FIELDS}
+    if config.probe_every:  # the probe's numbers in the stage-1 history read the labeled set
+        fields.update(probe_every=config.probe_every, labeled=config.labeled)
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{method.stage1}_s{config.seed}_{digest}"
 
@@ -172,7 +176,13 @@ def run_transfer(config, workdir, stage1_cache=None):
     reused = stage1 is not None
     if not reused:
         start = time.perf_counter()
-        history = method.pretrain(classifier, data, config)
+        callbacks = []
+        if config.probe_every:
+            callbacks.append(TransferabilityProbe(
+                data.x_labeled, data.y_labeled, data.x_target_test, data.y_target_test,
+                every_epochs=config.probe_every, feature_layer=FEATURES_LAYER,
+            ))
+        history = method.pretrain(classifier, data, config, callbacks=callbacks)
         stage1 = {
             "key": key,
             "history": history,

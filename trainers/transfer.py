@@ -32,12 +32,13 @@ flags.DEFINE_string("mi_estimator", None, "smile | mine | dv | nwj | infonce | j
 flags.DEFINE_integer("critic_steps", None, "Critic updates per classifier step.")
 flags.DEFINE_string("critic_schedule", None, "step | epochs (whole epochs alternate).")
 flags.DEFINE_string("architecture", None, "small | paper.")
+flags.DEFINE_integer("probe_every", None, "Every N stage-1 epochs, log a linear probe's target accuracy (0 = off).")
 flags.DEFINE_integer("verbose", None, "Keras verbosity 0, 1 or 2.")
 
 _OVERRIDES = (
     "method", "labeled", "seed", "source", "target", "pretrain_epochs", "finetune_epochs",
     "batch_size", "lautum_weight", "lautum_mode", "architecture", "verbose",
-    "mi_weight", "mi_estimator", "critic_steps", "critic_schedule",
+    "mi_weight", "mi_estimator", "critic_steps", "critic_schedule", "probe_every",
 )
 
 

@@ -190,3 +190,15 @@ def test_mi_methods_complete_on_the_embedded_default(tmp_path, method):
     if method == "lautum_mi":
         assert pretrain["nonfinite_count"] == 0 and np.isfinite(pretrain["lautum"][0])
     assert (workdir / "export" / "saved_model.pb").exists()
+
+
+def test_probe_every_logs_transferability_during_stage_1(tmp_path):
+    config = _tiny_config(tmp_path, method="standard", pretrain_epochs=3)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config.to_dict()))
+    proc = _cli(["--config", str(config_file), "--workdir", str(tmp_path / "run"), "--probe_every", "2"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    (accuracy,) = results["history"]["pretrain"]["transferability"]  # after epoch 2 only
+    n_test = results["num_target_test"]
+    assert 0.0 <= accuracy <= 1.0 and abs(accuracy * n_test - round(accuracy * n_test)) < 1e-6

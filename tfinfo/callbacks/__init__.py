@@ -3,5 +3,6 @@
 from tfinfo.callbacks.critic_schedule import CriticSchedule
 from tfinfo.callbacks.projection_resampler import ProjectionResampler
 from tfinfo.callbacks.temporal_ensembling_update import TemporalEnsemblingUpdate
+from tfinfo.callbacks.transferability_probe import TransferabilityProbe
 
-__all__ = ["CriticSchedule", "ProjectionResampler", "TemporalEnsemblingUpdate"]
+__all__ = ["CriticSchedule", "ProjectionResampler", "TemporalEnsemblingUpdate", "TransferabilityProbe"]
