@@ -135,3 +135,56 @@ def test_too_many_duplicates_raise():
 def test_invalid_arguments_raise_value_errors_naming_them(x, z, k, message):
     with pytest.raises(ValueError, match=message):
         ksg_mutual_information(x, z, k=k)
+
+
+def _mixed_brute_force(y, z, k):
+    """Ross (2014) by explicit distance matrices, float64."""
+    z = np.asarray(z, np.float64).reshape(len(z), -1)
+    dist = np.max(np.abs(z[:, None, :] - z[None, :, :]), axis=-1)
+    n = len(y)
+    terms = []
+    for i in range(n):
+        same = np.flatnonzero((y == y[i]) & (np.arange(n) != i))
+        d = np.sort(dist[i, same])[k - 1]
+        m = np.sum(dist[i] < d)  # includes i itself
+        terms.append(special.digamma(np.sum(y == y[i])) - special.digamma(k) + special.digamma(m))
+    return special.digamma(n) - np.mean(terms)
+
+
+def test_mixed_ksg_equals_brute_force_and_the_closed_form_of_a_gaussian_mixture():
+    from scipy import integrate
+    from scipy import stats
+
+    from tfinfo.information.ksg import mixed_ksg_mutual_information
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=300)
+    z = rng.normal(size=(300, 2)) + y[:, None]
+    assert mixed_ksg_mutual_information(y, z, k=3) == pytest.approx(_mixed_brute_force(y, z, 3), abs=1e-12)
+
+    # y uniform on {0, 1}, z | y ~ N(2y, 1): I = H(z) - 1/2 log(2 pi e), H(z) by quadrature.
+    def density(t):
+        return 0.5 * stats.norm.pdf(t) + 0.5 * stats.norm.pdf(t, loc=2.0)
+
+    h_z, _ = integrate.quad(lambda t: -density(t) * np.log(density(t)), -12, 14)
+    truth = h_z - 0.5 * np.log(2 * np.pi * np.e)
+    y = np.repeat([0, 1], 3000)
+    z = 2.0 * y[:, None] + np.random.default_rng(1).normal(size=(6000, 1))
+    assert mixed_ksg_mutual_information(y, z, k=5) == pytest.approx(truth, abs=0.03)
+    independent = np.random.default_rng(2).normal(size=(6000, 1))
+    assert abs(mixed_ksg_mutual_information(y, independent, k=5)) < 0.02
+
+
+def test_mixed_ksg_refuses_bad_input():
+    from tfinfo.information.ksg import mixed_ksg_mutual_information
+
+    z = np.random.default_rng(0).normal(size=(6, 1))
+    for labels, z_in, k, match in (
+        (np.zeros(6, np.float32), z, 3, "Expected `labels` to be a 1-D integer array"),
+        (np.arange(5), z, 3, "Expected `labels` and `z` to have the same number of samples"),
+        (np.arange(6), z, 3, "Expected at least one class with 2 or more samples"),
+        (np.zeros(6, np.int64), z, 0, "Expected `k` to be an integer >= 1. Received: k=0"),
+        (np.zeros(6, np.int64), np.zeros((6, 1)), 2, "zero k-th neighbour distance"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            mixed_ksg_mutual_information(labels, z_in, k=k)

@@ -1,8 +1,9 @@
 """Callbacks for `model.fit`."""
 
 from tfinfo.callbacks.critic_schedule import CriticSchedule
+from tfinfo.callbacks.information_plane import InformationPlane
 from tfinfo.callbacks.projection_resampler import ProjectionResampler
 from tfinfo.callbacks.temporal_ensembling_update import TemporalEnsemblingUpdate
 from tfinfo.callbacks.transferability_probe import TransferabilityProbe
 
-__all__ = ["CriticSchedule", "ProjectionResampler", "TemporalEnsemblingUpdate", "TransferabilityProbe"]
+__all__ = ["CriticSchedule", "InformationPlane", "ProjectionResampler", "TemporalEnsemblingUpdate", "TransferabilityProbe"]
