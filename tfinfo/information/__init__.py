@@ -1,4 +1,4 @@
-"""Information quantities: Gaussian closed forms, variational bounds, critic-based and kNN estimators."""
+"""Information quantities: Gaussian closed forms, variational bounds, critic-based, kNN and discrete estimators."""
 
 from tfinfo.information import bounds
 from tfinfo.information.bounds import ESTIMATORS
@@ -12,10 +12,16 @@ from tfinfo.information.bounds import mine_bound
 from tfinfo.information.bounds import nwj_bound
 from tfinfo.information.bounds import smile_bound
 from tfinfo.information.bounds import split_scores
+from tfinfo.information.discrete import bin_activations
+from tfinfo.information.discrete import binned_mutual_information
+from tfinfo.information.discrete import conditional_entropy
+from tfinfo.information.discrete import discrete_entropy
+from tfinfo.information.discrete import discrete_mutual_information
 from tfinfo.information.estimate import estimate_mutual_information
 from tfinfo.information.gaussian import gaussian_lautum_information
 from tfinfo.information.gaussian import gaussian_mutual_information
 from tfinfo.information.ksg import ksg_mutual_information
+from tfinfo.information.ksg import mixed_ksg_mutual_information
 from tfinfo.information.mmd import MMD_ESTIMATORS
 from tfinfo.information.mmd import gaussian_kernel_bandwidths
 from tfinfo.information.mmd import mmd2
@@ -24,7 +30,12 @@ __all__ = [
     "ESTIMATORS",
     "MMD_ESTIMATORS",
     "Bound",
+    "bin_activations",
+    "binned_mutual_information",
     "bounds",
+    "conditional_entropy",
+    "discrete_entropy",
+    "discrete_mutual_information",
     "dv_bound",
     "estimate_mutual_information",
     "evaluate_bound",
@@ -34,6 +45,7 @@ __all__ = [
     "infonce_bound",
     "js_bound",
     "ksg_mutual_information",
+    "mixed_ksg_mutual_information",
     "log_mean_exp",
     "mine_bound",
     "mmd2",

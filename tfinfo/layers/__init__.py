@@ -1,5 +1,8 @@
 """Keras layers of tfinfo."""
 
 from tfinfo.layers.image_preprocessing import ImagePreprocessing
+from tfinfo.layers.measurement_noise import MeasurementNoise
+from tfinfo.layers.zero_entropy_noise import ZERO_ENTROPY_VARIANCE
+from tfinfo.layers.zero_entropy_noise import ZeroEntropyNoise
 
-__all__ = ["ImagePreprocessing"]
+__all__ = ["ZERO_ENTROPY_VARIANCE", "ImagePreprocessing", "MeasurementNoise", "ZeroEntropyNoise"]
