@@ -113,3 +113,14 @@ def test_unknown_layer_names_are_listed():
     plane.set_model(_identity_mlp())
     with pytest.raises(ValueError, match=r"Expected `layers` among the classifier's layers .* Received: \['conv9'\]"):
         plane.measure(0)
+
+
+def test_binning_estimator_gives_the_entropy_of_the_binned_layer():
+    # Four inputs falling in four distinct bins, labels splitting them 2/2 by bin:
+    # I(X; T) = H(T) = log 4 and I(Y; T) = H(Y) = log 2.
+    x = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], np.float32)
+    y = np.array([0, 0, 1, 1])
+    plane = InformationPlane(x, y, layers=["hidden"], estimator="binning", num_bins=2)
+    plane.set_model(_identity_mlp())
+    (row,) = plane.measure(0)
+    assert row["i_x"] == pytest.approx(np.log(4)) and row["i_y"] == pytest.approx(np.log(2))

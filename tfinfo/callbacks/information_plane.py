@@ -155,7 +155,9 @@ class InformationPlane(keras.callbacks.Callback):
         if self.estimator == "binning":
             from tfinfo.information.discrete import binned_mutual_information
 
-            return binned_mutual_information(self.y, activations, num_bins=self.num_bins)
+            # Every sample is its own input symbol: I(X; T) = H(T) for distinct inputs.
+            return (binned_mutual_information(np.arange(len(self.y)), activations, num_bins=self.num_bins),
+                    binned_mutual_information(self.y, activations, num_bins=self.num_bins))
         from tfinfo.information.estimate import estimate_mutual_information
 
         onehot = np.eye(int(self.y.max()) + 1)[self.y]

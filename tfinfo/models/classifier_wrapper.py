@@ -70,3 +70,48 @@ class ClassifierWrapper(keras.Model):
         self.ce_tracker.update_state(ce)
         self.accuracy_tracker.update_state(y, logits)
         return {m.name: m.result() for m in (self.total_tracker, self.ce_tracker, self.accuracy_tracker)}
+
+
+class CriticOptimizerMixin:
+    """`compile(critic_optimizer=...)` for models that train a critic with its own optimizer.
+
+    The subclass implements `_critic_variables()`. Each optimizer is built on its own
+    variables at compile time (the classifier's optimizer never holds slots for the
+    critic), before any traced step could create variables; the critic optimizer is
+    saved in the compile config so that `.keras` files restore both.
+    """
+
+    default_critic_learning_rate = 1e-4
+
+    def compile(self, optimizer="adam", critic_optimizer=None, **kwargs):
+        """`Model.compile` plus `critic_optimizer` (default `Adam(1e-4)`) for the critic(s)."""
+        super().compile(optimizer=optimizer, **kwargs)
+        if critic_optimizer is None:
+            critic_optimizer = keras.optimizers.Adam(self.default_critic_learning_rate)
+        self.critic_optimizer = keras.optimizers.get(critic_optimizer)
+        self._critic_optimizer_config = keras.saving.serialize_keras_object(self.critic_optimizer)
+        if not self.optimizer.built:
+            self.optimizer.build(self.classifier.trainable_variables)
+        if not self.critic_optimizer.built:
+            self.critic_optimizer.build(self._critic_variables())
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config and self.critic_optimizer is not None:
+            config["critic_optimizer"] = self._critic_optimizer_config
+        return config
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        critic_optimizer = config.pop("critic_optimizer", None)
+        config = keras.saving.deserialize_keras_object(config)
+        if critic_optimizer is not None:
+            critic_optimizer = keras.saving.deserialize_keras_object(critic_optimizer)
+        # `compile` builds both optimizers, so their saved state can be loaded next.
+        self.compile(critic_optimizer=critic_optimizer, **config)
+
+    def _check_compiled(self):
+        if getattr(self, "critic_optimizer", None) is None:
+            raise ValueError(
+                "Expected the model to be compiled with `compile(...)` before training. Received: no critic_optimizer"
+            )

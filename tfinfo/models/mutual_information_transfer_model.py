@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfinfo.models.classifier_wrapper import ClassifierWrapper
+from tfinfo.models.classifier_wrapper import CriticOptimizerMixin
 from tfinfo.models.classifier_wrapper import features_and_logits_model
 from tfinfo.regularizers.lautum import LautumRegularizer
 from tfinfo.regularizers.mutual_information import MutualInformationRegularizer
@@ -12,7 +13,7 @@ PHASES = {"alternate": 0, "critic": 1, "classifier": 2}
 
 
 @keras.saving.register_keras_serializable(package="tfinfo")
-class MutualInformationTransferModel(ClassifierWrapper):
+class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
     """Wraps a classifier; `fit` trains it on source labels while lowering `I(x_t; z_t)`.
 
     Each training batch is `((x_source, x_target), y_source)`. `z_t` is the output of
@@ -125,35 +126,8 @@ class MutualInformationTransferModel(ClassifierWrapper):
         # Every component is built; nothing is created on first call.
         self.built = True
 
-    # -- compile / save -------------------------------------------------------------
-    def compile(self, optimizer="adam", critic_optimizer=None, **kwargs):
-        """`Model.compile` plus `critic_optimizer` (default `Adam(1e-4)`) for the critic."""
-        super().compile(optimizer=optimizer, **kwargs)
-        if critic_optimizer is None:
-            critic_optimizer = keras.optimizers.Adam(1e-4)
-        self.critic_optimizer = keras.optimizers.get(critic_optimizer)
-        self._critic_optimizer_config = keras.saving.serialize_keras_object(self.critic_optimizer)
-        # Each optimizer is built on its own variables (the classifier's optimizer never
-        # holds slots for the critic), before any traced step could create variables.
-        if not self.optimizer.built:
-            self.optimizer.build(self.classifier.trainable_variables)
-        if not self.critic_optimizer.built:
-            self.critic_optimizer.build(self.regularizer.critic.trainable_variables)
-
-    def get_compile_config(self):
-        config = super().get_compile_config()
-        if config and self.critic_optimizer is not None:
-            config["critic_optimizer"] = self._critic_optimizer_config
-        return config
-
-    def compile_from_config(self, config):
-        config = dict(config)
-        critic_optimizer = config.pop("critic_optimizer", None)
-        config = keras.saving.deserialize_keras_object(config)
-        if critic_optimizer is not None:
-            critic_optimizer = keras.saving.deserialize_keras_object(critic_optimizer)
-        # `compile` builds both optimizers, so their saved state can be loaded next.
-        self.compile(critic_optimizer=critic_optimizer, **config)
+    def _critic_variables(self):
+        return self.regularizer.critic.trainable_variables
 
     # -- schedule ---------------------------------------------------------------------
     def set_phase(self, phase):
@@ -231,10 +205,7 @@ class MutualInformationTransferModel(ClassifierWrapper):
         return ce, -critic_loss, critic_loss, logits, tf.constant(0.0)
 
     def train_step(self, data):
-        if self.critic_optimizer is None:
-            raise ValueError(
-                "Expected the model to be compiled with `compile(...)` before training. Received: no critic_optimizer"
-            )
+        self._check_compiled()
         (x_source, x_target), y_source = data[0], data[1]
         if self.lautum_regularizer is not None and self.resample_projection == "step":
             self.lautum_regularizer.resample_projection()

@@ -1,0 +1,194 @@
+"""Training with the noise-regularized information-bottleneck functional (seed 003)."""
+
+import keras
+import tensorflow as tf
+
+from tfinfo.critics.concat_critic import ConcatCritic
+from tfinfo.models.classifier_wrapper import ClassifierWrapper
+from tfinfo.models.classifier_wrapper import CriticOptimizerMixin
+from tfinfo.regularizers.mutual_information import MutualInformationRegularizer
+
+
+@keras.saving.register_keras_serializable(package="tfinfo")
+class InformationBottleneckModel(CriticOptimizerMixin, ClassifierWrapper):
+    """`alpha CE - beta I(Y; L) + gamma I(X; L + eps)` with two MINE critics.
+
+    `L` is the output of `layer` (default: the classifier's output, `Y_hat`), flattened;
+    `eps ~ N(0, noise_variance I)` is measurement noise used only inside the estimate of
+    `I(X; L + eps)` (seed 003, section 3): the network itself stays deterministic.
+
+    Each `train_step`:
+
+    1. computes `L` and the logits on the batch (training mode);
+    2. updates both critics `critic_steps` times on the fixed `L` (fresh noise each
+       time), with the critic optimizer; `I(Y; L)` is measured between one-hot labels
+       and `L` (both are trained even when a weight is 0, so both are always reported);
+    3. updates the classifier's trainable variables on the objective with the critics
+       held fixed. Frozen layers (`layer.trainable = False`) are left alone, which is how
+       the layer-by-layer scheme of seed 003 section 5 trains one layer at a time.
+
+    End-to-end training (seed 003, appendix B, eq. 8): `layer=None`, e.g. `alpha=1,
+    beta=1, gamma=1e-3`. Layer-by-layer training of layer i (eq. 7): `layer=<L_i>`,
+    `alpha=0, beta=1, gamma=<the paper's beta>` with every other layer frozen.
+
+    Args:
+        classifier: a functional `keras.Model` from inputs to logits.
+        x_regularizer: `MutualInformationRegularizer` estimating `I(X; L + eps)`
+            (default: MINE with `ConcatCritic("small")`, 2 x 256 ReLU units; seed 003
+            used 2 x 1500 LeakyReLU, `ConcatCritic("seed003")`; pass an
+            architecture-aware critic for AA-MINE).
+        y_regularizer: `MutualInformationRegularizer` estimating `I(Y; L)` (default: MINE).
+        layer: name of the layer whose output is `L`; `None` = the logits.
+        alpha: weight of the cross-entropy.
+        beta: weight of `-I(Y; L)`.
+        gamma: weight of `I(X; L + eps)`.
+        noise_variance: variance of the measurement noise `eps` (seed 003: 2).
+        critic_steps: updates of each critic per model step (seed 003: 10).
+        seed: seed of the measurement noise.
+        **kwargs: base `keras.Model` arguments.
+
+    Call arguments:
+        inputs: a batch of inputs; returns the classifier's logits.
+        training: passed to the classifier.
+
+    Example:
+
+    >>> model = InformationBottleneckModel(classifier, alpha=1.0, beta=1.0, gamma=1e-3)
+    >>> model.adapt(x_train)
+    >>> model.compile(optimizer=keras.optimizers.Adam(1e-3),
+    ...               critic_optimizer=keras.optimizers.Adam(1e-4))
+    >>> model.fit(x_train, y_train, batch_size=100, epochs=5)
+
+    Reference:
+        Elad, Haviv, Blau and Michaeli, "The effectiveness of layer-by-layer training
+        using the information bottleneck principle" (seed 003), eq. (5), (7), (8),
+        section 5 and appendices A-C.
+    """
+
+    nested_config_keys = ("classifier", "x_regularizer", "y_regularizer")
+
+    def __init__(self, classifier, x_regularizer=None, y_regularizer=None, layer=None, alpha=1.0, beta=0.0,
+                 gamma=0.0, noise_variance=2.0, critic_steps=10, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+            if not float(value) >= 0:
+                raise ValueError(f"Expected `{name}` >= 0. Received: {name}={value}")
+        if not float(noise_variance) > 0:
+            raise ValueError(f"Expected `noise_variance` > 0. Received: noise_variance={noise_variance}")
+        if int(critic_steps) < 1:
+            raise ValueError(f"Expected `critic_steps` >= 1. Received: critic_steps={critic_steps}")
+        self.classifier = classifier
+        if layer is None:
+            representation = classifier.outputs[0]
+        else:
+            try:
+                representation = classifier.get_layer(layer).output
+            except ValueError:
+                names = [lay.name for lay in classifier.layers]
+                raise ValueError(
+                    f"Expected `layer` to name one of the classifier's layers {names}. Received: layer={layer!r}"
+                ) from None
+        inputs = classifier.inputs[0] if len(classifier.inputs) == 1 else classifier.inputs
+        self._representation_and_logits = keras.Model(inputs, [representation, classifier.outputs[0]])
+        input_shape = tuple(classifier.input_shape[1:])
+        width = 1
+        for d in representation.shape[1:]:
+            width *= int(d)
+        self.num_classes = int(classifier.output_shape[-1])
+        self.representation_dim = width
+        x_regularizer = x_regularizer or MutualInformationRegularizer(
+            ConcatCritic("small"), estimator="mine", seed=seed)
+        y_regularizer = y_regularizer or MutualInformationRegularizer(
+            ConcatCritic("small"), estimator="mine", seed=None if seed is None else seed + 1)
+        for name, reg in (("x_regularizer", x_regularizer), ("y_regularizer", y_regularizer)):
+            if not isinstance(reg, MutualInformationRegularizer):
+                raise ValueError(
+                    f"Expected `{name}` to be a MutualInformationRegularizer. Received: {type(reg).__name__}")
+        if not x_regularizer.built:
+            x_regularizer.build(((None,) + input_shape, (None, width)))
+        if not y_regularizer.built:
+            y_regularizer.build(((None, self.num_classes), (None, width)))
+        self.x_regularizer, self.y_regularizer = x_regularizer, y_regularizer
+        self.layer = layer
+        self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
+        self.noise_variance = float(noise_variance)
+        self.critic_steps = int(critic_steps)
+        self.seed = seed
+        self.noise_seed = keras.random.SeedGenerator(seed)
+        self.critic_optimizer = None
+        self.total_tracker = keras.metrics.Mean(name="loss")
+        self.ce_tracker = keras.metrics.Mean(name="ce")
+        self.i_x_tracker = keras.metrics.Mean(name="i_x")
+        self.i_y_tracker = keras.metrics.Mean(name="i_y")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.built = True
+
+    def adapt(self, x):
+        """Standardization statistics of the inputs for the `I(X; L + eps)` critic."""
+        self.x_regularizer.adapt(x)
+
+    def _critic_variables(self):
+        return self.x_regularizer.critic.trainable_variables + self.y_regularizer.critic.trainable_variables
+
+    @property
+    def metrics(self):
+        return [self.total_tracker, self.ce_tracker, self.i_x_tracker, self.i_y_tracker, self.accuracy_tracker]
+
+    def _noisy(self, representation):
+        noise = keras.random.normal(tf.shape(representation), seed=self.noise_seed)
+        return representation + tf.sqrt(self.noise_variance) * noise
+
+    def _terms(self, x, onehot, representation, update_state):
+        """The two bounds on the current representation (fresh measurement noise)."""
+        i_x = self.x_regularizer((x, self._noisy(representation)), training=True, update_state=update_state)
+        i_y = self.y_regularizer((onehot, representation), training=True, update_state=update_state)
+        return i_x, i_y
+
+    def train_step(self, data):
+        self._check_compiled()
+        x, y = data[0], data[1]
+        y = tf.reshape(tf.cast(y, tf.int32), [-1])
+        onehot = tf.one_hot(y, self.num_classes)
+        variables = self.classifier.trainable_variables
+        critic_variables = self._critic_variables()
+        with tf.GradientTape() as tape:
+            representation, logits = self._representation_and_logits(x, training=True)
+            representation = tf.reshape(tf.cast(representation, tf.float32), [tf.shape(x)[0], self.representation_dim])
+            fixed = tf.stop_gradient(representation)
+            with tape.stop_recording():
+                for _ in range(self.critic_steps):
+                    with tf.GradientTape() as critic_tape:
+                        i_x, i_y = self._terms(x, onehot, fixed, update_state=True)
+                        critic_loss = -(i_x.surrogate + i_y.surrogate)
+                    grads = critic_tape.gradient(critic_loss, critic_variables)
+                    self.critic_optimizer.apply_gradients(
+                        [(g, v) for g, v in zip(grads, critic_variables) if g is not None])
+            ce = self.cross_entropy(y, logits)
+            i_x, i_y = self._terms(x, onehot, representation, update_state=False)
+            loss = self.alpha * ce - self.beta * i_y.surrogate + self.gamma * i_x.surrogate
+        # Layers after `layer` get no gradient when alpha is 0: leave them as they are.
+        updates = [(g, v) for g, v in zip(tape.gradient(loss, variables), variables) if g is not None]
+        if updates:  # a fully frozen classifier only trains the critics (measurement)
+            self.optimizer.apply_gradients(updates)
+        self.total_tracker.update_state(self.alpha * ce - self.beta * i_y.value + self.gamma * i_x.value)
+        self.ce_tracker.update_state(ce)
+        self.i_x_tracker.update_state(i_x.value)
+        self.i_y_tracker.update_state(i_y.value)
+        self.accuracy_tracker.update_state(y, logits)
+        return {m.name: m.result() for m in self.metrics}
+
+    def get_config(self):
+        config = {
+            "classifier": keras.saving.serialize_keras_object(self.classifier),
+            "x_regularizer": keras.saving.serialize_keras_object(self.x_regularizer),
+            "y_regularizer": keras.saving.serialize_keras_object(self.y_regularizer),
+            "layer": self.layer,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "gamma": self.gamma,
+            "noise_variance": self.noise_variance,
+            "critic_steps": self.critic_steps,
+            "seed": self.seed,
+        }
+        base_config = super().get_config()
+        return {**base_config, **config}
