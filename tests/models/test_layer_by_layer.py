@@ -1,0 +1,70 @@
+import keras
+import numpy as np
+import pytest
+
+from tfinfo.models.layer_by_layer import train_layer_by_layer
+
+
+def _mlp():
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(8, activation="relu", name="h1")(inputs)
+    h = keras.layers.Dense(6, activation="relu", name="h2")(h)
+    out = keras.layers.Dense(3, name="out")(h)
+    return keras.Model(inputs, out)
+
+
+def _blobs(n=600, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    centers = 3.0 * np.eye(3, 4)
+    return (centers[y] + 0.5 * rng.standard_normal((n, 4))).astype(np.float32), y
+
+
+class _Snapshots(keras.callbacks.Callback):
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.after_stage = net, []
+
+    def on_train_end(self, logs=None):
+        self.after_stage.append({l.name: [w.numpy().copy() for w in l.weights] for l in self.net.layers if l.weights})
+
+
+def test_each_stage_trains_its_layer_and_earlier_layers_stay_frozen():
+    net = _mlp()
+    initial = {l.name: [w.numpy().copy() for w in l.weights] for l in net.layers if l.weights}
+    x, y = _blobs()
+    snapshots = _Snapshots(net)
+    result = train_layer_by_layer(net, x, y, beta=1e-3, critic_steps=2, epochs_per_layer=2, readout_epochs=60,
+                                  readout_learning_rate=1e-2,
+                                  batch_size=100, callbacks=[snapshots], seed=0)
+    assert result.layers == ["h1", "h2", "out"]
+    stages = snapshots.after_stage[:3]  # the readout's fit does not use the callbacks
+
+    def same(a, b):
+        return all(np.array_equal(u, v) for u, v in zip(a, b))
+
+    previous = initial
+    for i, name in enumerate(result.layers):
+        assert not same(stages[i][name], previous[name]), f"{name} did not train in its stage"
+        for earlier in result.layers[:i]:
+            assert same(stages[i][earlier], previous[earlier]), f"{earlier} changed in stage {name}"
+        for later in result.layers[i + 1:]:
+            assert same(stages[i][later], previous[later]), f"{later} changed before its stage"
+        previous = stages[i]
+    assert all(not layer.trainable for layer in net.layers)
+    assert set(result.histories) == {"h1", "h2", "out"} and len(result.histories["h2"]["i_y"]) == 2
+    # The post-trained readout classifies the easy blobs; the IB stages kept label information.
+    x_test, y_test = _blobs(300, seed=1)
+    accuracy = np.mean(np.argmax(result.model.predict(x_test, verbose=0), -1) == y_test)
+    assert accuracy > 0.9
+    assert result.model.layers[-1].name == "readout"
+
+
+def test_bad_arguments_are_refused():
+    x, y = _blobs(20)
+    with pytest.raises(ValueError, match=r"Expected `layers` among the classifier's layers"):
+        train_layer_by_layer(_mlp(), x, y, layers=["h9"])
+    with pytest.raises(ValueError, match="Expected `epochs_per_layer` >= 1"):
+        train_layer_by_layer(_mlp(), x, y, epochs_per_layer=0)
+    with pytest.raises(ValueError, match="Expected `y` to be 20 integer labels"):
+        train_layer_by_layer(_mlp(), x, y.astype(np.float32))
