@@ -218,7 +218,7 @@ def write_information_plane_csv(rows, path):
 
 def plot_information_plane(rows, path, title="Information plane"):
     """Plots one trajectory per layer (I(X; L) horizontally, I(Y; L) vertically), points
-    coloured by epoch, and writes it to `path` (PNG)."""
+    coloured by epoch, writes it to `path` (PNG) and returns the layers plotted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -243,3 +243,4 @@ def plot_information_plane(rows, path, title="Information plane"):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return layers

@@ -1,0 +1,51 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.trainers.test_transfer_cli import ENV
+from trainers.ib import OBJECTIVES
+
+
+def _cli(args, cwd):
+    return subprocess.run([sys.executable, "-m", "trainers.ib", *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_every_objective_runs_on_the_embedded_default_and_draws_each_layer(tmp_path, objective):
+    from tfinfo.callbacks.information_plane import plot_information_plane
+
+    workdir = tmp_path / "run"
+    proc = _cli(["--objective", objective, "--workdir", str(workdir), "--hidden", "32,16", "--epochs", "2",
+                 "--readout_epochs", "2", "--critic_steps", "1", "--plane_samples", "200", "--estimator", "ksg"],
+                tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["objective"] == objective and 0.0 <= results["test_accuracy"] <= 1.0
+    with open(workdir / "information_plane.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["epoch", "layer", "i_x", "i_y", "estimator"]
+    layers = ["dense_1", "dense_2", "logits"]
+    epochs = 6 if objective == "ib_layerwise" else 2  # 2 epochs per layer, one continuous count
+    assert sorted({(int(r["epoch"]), r["layer"]) for r in rows}) == sorted(
+        (e, layer) for e in range(epochs + 1) for layer in layers)
+    assert set(results["information"]) == set(layers)
+    png = (workdir / "information_plane.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    parsed = [{**r, "epoch": int(r["epoch"]), "i_x": float(r["i_x"]), "i_y": float(r["i_y"])} for r in rows]
+    assert plot_information_plane(parsed, str(tmp_path / "again.png")) == layers
+    # The plane's final quantities are the ones reported.
+    last = {r["layer"]: float(r["i_y"]) for r in rows if int(r["epoch"]) == epochs}
+    assert {k: v["i_y"] for k, v in results["information"].items()} == pytest.approx(last)
+
+
+def test_bad_flags_are_refused_with_the_expected_values(tmp_path):
+    for args, match in ((["--objective", "vib"], "Expected --objective to be one of"),
+                        (["--estimator", "histogram"], "Expected --estimator to be one of"),
+                        (["--hidden", "32,x"], "Expected --hidden to be positive integers")):
+        proc = _cli([*args, "--workdir", str(tmp_path / "w")], tmp_path)
+        assert proc.returncode == 2 and match in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "w" / "results.json").exists()

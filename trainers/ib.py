@@ -1,0 +1,213 @@
+"""`tfinfo-ib`: train an MLP with an information-bottleneck objective and measure its
+information plane.
+
+With no `--data` it uses the embedded default's source digits.
+
+  tfinfo-ib --objective ib_layerwise --workdir runs/ib
+  tfinfo-ib --objective surrogate_cond_logvar --gamma 0.01 --estimator binning
+
+Writes `WORKDIR/results.json` (test accuracy, final information quantities per layer),
+`WORKDIR/information_plane.csv` (epoch, layer, i_x, i_y, estimator),
+`WORKDIR/information_plane.png` and `WORKDIR/classifier.keras`.
+"""
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+OBJECTIVES = ("ce", "ce_weight_decay", "ib_end_to_end", "ib_layerwise", "surrogate_l2", "surrogate_logvar",
+              "surrogate_cond_logvar")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("objective", "ce", "One of " + ", ".join(OBJECTIVES) + ".")
+flags.DEFINE_string("workdir", "runs/ib", "Output folder.")
+flags.DEFINE_string("data", None, "Data spec (embedded | npz:PATH | dir:PATH | tfds:NAME[:classes=..]); "
+                                  "default: the embedded source digits.")
+flags.DEFINE_list("hidden", ["256", "128"], "Hidden layer widths of the MLP (ReLU).")
+flags.DEFINE_integer("epochs", 10, "Training epochs (per layer for ib_layerwise).")
+flags.DEFINE_integer("readout_epochs", 20, "Epochs of the linear readout (ib_layerwise).")
+flags.DEFINE_integer("batch_size", 100, "Mini-batch size.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the network (seed 003: 1e-3).")
+flags.DEFINE_float("critic_learning_rate", 1e-4, "Adam learning rate of the MINE critics (seed 003: 1e-4).")
+flags.DEFINE_float("weight_decay", 5e-4, "L2 weight of the kernels (ce_weight_decay).")
+flags.DEFINE_float("alpha", 1.0, "Weight of CE (ib_end_to_end).")
+flags.DEFINE_float("beta", 1.0, "Weight of -I(Y; Y_hat) (ib_end_to_end); bottleneck weight of I(X; L_i + eps) "
+                                "for ib_layerwise is --gamma.")
+flags.DEFINE_float("gamma", 1e-3, "Weight of I(X; L + eps) (ib objectives) or of the surrogate.")
+flags.DEFINE_float("noise_variance", 2.0, "Variance of the measurement noise of I(X; L + eps) (seed 003: 2).")
+flags.DEFINE_integer("critic_steps", 10, "Critic updates per network update (ib objectives; seed 003: 10).")
+flags.DEFINE_string("estimator", "ksg", "Information-plane estimator: ksg | binning | mine | aa_mine.")
+flags.DEFINE_float("plane_noise_variance", None, "Measurement noise of the plane (default --noise_variance).")
+flags.DEFINE_integer("plane_samples", 1000, "Test samples the information plane is measured on.")
+flags.DEFINE_integer("plane_every", 1, "Measure the plane every this many epochs.")
+flags.DEFINE_integer("seed", 0, "Seed of initialization, shuffles, noise and critics.")
+flags.DEFINE_integer("verbose", 0, "Keras verbosity.")
+
+
+def build_mlp(input_shape, num_classes, hidden, *, weight_decay=0.0, zero_entropy_noise=False, seed=0):
+    """Rescaled, flattened pixels -> Dense(h, relu) x len(hidden) -> logits.
+
+    Layers are named `dense_1..n` and `logits`; with `zero_entropy_noise` the last hidden
+    layer is followed by a `ZeroEntropyNoise` layer named `bottleneck_noise`."""
+    import keras
+
+    from tfinfo.layers import ZeroEntropyNoise
+
+    regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
+    inputs = keras.Input(tuple(input_shape), name="images")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1.0 / 255.0)(inputs))
+    for i, width in enumerate(hidden):
+        x = keras.layers.Dense(int(width), activation="relu", name=f"dense_{i + 1}", kernel_regularizer=regularizer,
+                               kernel_initializer=keras.initializers.GlorotUniform(seed + i))(x)
+    if zero_entropy_noise:
+        x = ZeroEntropyNoise(seed=seed, name="bottleneck_noise")(x)
+    logits = keras.layers.Dense(num_classes, name="logits", kernel_regularizer=regularizer,
+                                kernel_initializer=keras.initializers.GlorotUniform(seed + 100))(x)
+    return keras.Model(inputs, logits, name="mlp")
+
+
+def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_epochs=20, batch_size=100,
+           learning_rate=1e-3, critic_learning_rate=1e-4, weight_decay=5e-4, alpha=1.0, beta=1.0, gamma=1e-3,
+           noise_variance=2.0, critic_steps=10, estimator="ksg", plane_noise_variance=None, plane_samples=1000,
+           plane_every=1, seed=0, verbose=0):
+    """Trains with `objective`, measures the information plane, writes the outputs."""
+    import keras
+    import numpy as np
+
+    from tfinfo.callbacks.information_plane import INFORMATION_PLANE_ESTIMATORS
+    from tfinfo.callbacks.information_plane import InformationPlane
+    from tfinfo.data import load_spec
+    from tfinfo.models import InformationBottleneckModel
+    from tfinfo.models import SurrogateBottleneckModel
+    from tfinfo.models import train_layer_by_layer
+    from tfinfo.regularizers import ActivationL2Regularizer
+    from tfinfo.regularizers import ConditionalLogVarianceRegularizer
+    from tfinfo.regularizers import LogVarianceRegularizer
+
+    if objective not in OBJECTIVES:
+        raise ValueError(f"Expected --objective to be one of {list(OBJECTIVES)}. Received: objective={objective!r}")
+    if estimator not in INFORMATION_PLANE_ESTIMATORS:
+        raise ValueError(f"Expected --estimator to be one of {list(INFORMATION_PLANE_ESTIMATORS)}. "
+                         f"Received: estimator={estimator!r}")
+    try:
+        hidden = [int(h) for h in hidden]
+    except ValueError:
+        raise ValueError(f"Expected --hidden to be positive integers. Received: hidden={list(hidden)}") from None
+    if not hidden or min(hidden) < 1:
+        raise ValueError(f"Expected --hidden to be positive integers. Received: hidden={list(hidden)}")
+    if int(epochs) < 1:
+        raise ValueError(f"Expected --epochs >= 1. Received: epochs={epochs}")
+    os.makedirs(workdir, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    start = time.perf_counter()
+    splits = load_spec(data, role="source", seed=seed)
+    x_train, y_train = np.asarray(splits.x_train, np.float32), np.asarray(splits.y_train, np.int64)
+    x_test, y_test = np.asarray(splits.x_test, np.float32), np.asarray(splits.y_test, np.int64)
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    classifier = build_mlp(x_train.shape[1:], num_classes, hidden,
+                           weight_decay=weight_decay if objective == "ce_weight_decay" else 0.0,
+                           zero_entropy_noise=objective.startswith("surrogate"), seed=seed)
+    plane = InformationPlane(
+        x_test, y_test, estimator=estimator,
+        noise_variance=plane_noise_variance or noise_variance, every_epochs=plane_every,
+        num_samples=plane_samples, seed=seed,
+        csv_path=os.path.join(workdir, "information_plane.csv"),
+        log_dir=os.path.join(workdir, "tensorboard"),
+        png_path=os.path.join(workdir, "information_plane.png"),
+    )
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    fit = dict(batch_size=batch_size, shuffle=True, verbose=verbose)
+    if objective == "ib_layerwise":
+        result = train_layer_by_layer(
+            classifier, x_train, y_train, beta=gamma, noise_variance=noise_variance, critic_steps=critic_steps,
+            epochs_per_layer=epochs, readout_epochs=readout_epochs, batch_size=batch_size,
+            learning_rate=learning_rate, critic_learning_rate=critic_learning_rate, callbacks=[plane], seed=seed,
+            verbose=verbose)
+        final, history = result.model, {"layers": result.histories, "readout": result.readout_history}
+    else:
+        if objective in ("ce", "ce_weight_decay"):
+            model = classifier
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+        elif objective == "ib_end_to_end":
+            model = InformationBottleneckModel(classifier, alpha=alpha, beta=beta, gamma=gamma,
+                                               noise_variance=noise_variance, critic_steps=critic_steps, seed=seed)
+            model.adapt(x_train)
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                          critic_optimizer=keras.optimizers.Adam(critic_learning_rate))
+        else:
+            regularizer = {
+                "surrogate_l2": ActivationL2Regularizer,
+                "surrogate_logvar": LogVarianceRegularizer,
+                "surrogate_cond_logvar": lambda: ConditionalLogVarianceRegularizer(num_classes=num_classes),
+            }[objective]()
+            model = SurrogateBottleneckModel(classifier, regularizer, layer="bottleneck_noise", weight=gamma)
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+        history = model.fit(x_train, y_train, epochs=epochs, callbacks=[plane], **fit).history
+        history = {k: [float(v) for v in vs] for k, vs in history.items()}
+        final = classifier
+    logits = final.predict(x_test, batch_size=256, verbose=0)
+    test_accuracy = float(np.mean(np.argmax(logits, -1) == y_test))
+    last_epoch = max(row["epoch"] for row in plane.rows)
+    information = {row["layer"]: {"i_x": row["i_x"], "i_y": row["i_y"]}
+                   for row in plane.rows if row["epoch"] == last_epoch}
+    final.save(os.path.join(workdir, "classifier.keras"))
+    results = {
+        "objective": objective,
+        "test_accuracy": test_accuracy,
+        "estimator": estimator,
+        "final_epoch": last_epoch,
+        "information": information,
+        "num_train": int(len(x_train)),
+        "num_test": int(len(x_test)),
+        "wall_time_s": time.perf_counter() - start,
+        "history": history,
+        "config": dict(objective=objective, data=data, hidden=hidden, epochs=epochs, readout_epochs=readout_epochs,
+                       batch_size=batch_size, learning_rate=learning_rate, critic_learning_rate=critic_learning_rate,
+                       weight_decay=weight_decay, alpha=alpha, beta=beta, gamma=gamma, noise_variance=noise_variance,
+                       critic_steps=critic_steps, estimator=estimator, plane_samples=plane_samples,
+                       plane_every=plane_every, seed=seed),
+    }
+    tmp = os.path.join(workdir, "results.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=2)
+    os.replace(tmp, os.path.join(workdir, "results.json"))
+    return results
+
+
+def main(argv):
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        results = run_ib(
+            FLAGS.workdir, FLAGS.objective, data=FLAGS.data, hidden=FLAGS.hidden, epochs=FLAGS.epochs,
+            readout_epochs=FLAGS.readout_epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+            critic_learning_rate=FLAGS.critic_learning_rate, weight_decay=FLAGS.weight_decay, alpha=FLAGS.alpha,
+            beta=FLAGS.beta, gamma=FLAGS.gamma, noise_variance=FLAGS.noise_variance, critic_steps=FLAGS.critic_steps,
+            estimator=FLAGS.estimator, plane_noise_variance=FLAGS.plane_noise_variance,
+            plane_samples=FLAGS.plane_samples, plane_every=FLAGS.plane_every, seed=FLAGS.seed,
+            verbose=FLAGS.verbose)
+    except ValueError as error:
+        print(f"tfinfo-ib: error: {error}", file=sys.stderr)
+        return 2
+    layers = ", ".join(f"{k}: I(X;L)={v['i_x']:.2f} I(Y;L)={v['i_y']:.2f}" for k, v in results["information"].items())
+    print(f"tfinfo-ib: objective={results['objective']} test_accuracy={results['test_accuracy']:.4f} "
+          f"wall={results['wall_time_s']:.0f}s [{layers}] results={os.path.join(FLAGS.workdir, 'results.json')}")
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
