@@ -124,3 +124,18 @@ def test_binning_estimator_gives_the_entropy_of_the_binned_layer():
     plane.set_model(_identity_mlp())
     (row,) = plane.measure(0)
     assert row["i_x"] == pytest.approx(np.log(4)) and row["i_y"] == pytest.approx(np.log(2))
+
+
+@pytest.mark.slow  # two 1500-step critic trainings; AA-MINE's own accuracy test is in the fast set
+@pytest.mark.parametrize("estimator", ["aa_mine", "mine"])
+def test_critic_estimators_measure_the_identity_layer(estimator):
+    # L = x ~ N(0, I_2), eps ~ N(0, 0.5 I): I(X; L + eps) = log 3; y = 1[x_0 > 0].
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2000, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    plane = InformationPlane(x, y, layers=["hidden"], estimator=estimator, noise_variance=0.5, num_samples=2000,
+                             mine_steps=1500, seed=0)
+    plane.set_model(_identity_mlp())
+    (row,) = plane.measure(0)
+    assert row["i_x"] == pytest.approx(np.log(3.0), rel=0.15)
+    assert 0.4 < row["i_y"] < np.log(2) + 0.05

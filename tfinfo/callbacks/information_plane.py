@@ -169,8 +169,11 @@ class InformationPlane(keras.callbacks.Callback):
         else:
             from tfinfo.information.noise_regularized import noise_regularized_mutual_information
 
+            classifier = self._classifier()
+            # noise_regularized counts layers after the input from 1.
+            body = [layer.name for layer in classifier.layers if not isinstance(layer, keras.layers.InputLayer)]
             i_x = noise_regularized_mutual_information(
-                self._classifier(), self.x, layer_index=names[index], noise_variance=self.noise_variance,
+                classifier, self.x, layer_index=body.index(names[index]) + 1, noise_variance=self.noise_variance,
                 critic="aa_mine", steps=self.mine_steps, seed=self.seed)
         return i_x, i_y
 

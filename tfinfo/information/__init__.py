@@ -25,10 +25,13 @@ from tfinfo.information.ksg import mixed_ksg_mutual_information
 from tfinfo.information.mmd import MMD_ESTIMATORS
 from tfinfo.information.mmd import gaussian_kernel_bandwidths
 from tfinfo.information.mmd import mmd2
+from tfinfo.information.noise_regularized import NOISE_REGULARIZED_CRITICS
+from tfinfo.information.noise_regularized import noise_regularized_mutual_information
 
 __all__ = [
     "ESTIMATORS",
     "MMD_ESTIMATORS",
+    "NOISE_REGULARIZED_CRITICS",
     "Bound",
     "bin_activations",
     "binned_mutual_information",
@@ -49,6 +52,7 @@ __all__ = [
     "log_mean_exp",
     "mine_bound",
     "mmd2",
+    "noise_regularized_mutual_information",
     "nwj_bound",
     "smile_bound",
     "split_scores",
