@@ -41,6 +41,7 @@ flags.DEFINE_float("beta", 1.0, "Weight of -I(Y; Y_hat) (ib_end_to_end); bottlen
                                 "for ib_layerwise is --gamma.")
 flags.DEFINE_float("gamma", 1e-3, "Weight of I(X; L + eps) (ib objectives) or of the surrogate.")
 flags.DEFINE_float("noise_variance", 2.0, "Variance of the measurement noise of I(X; L + eps) (seed 003: 2).")
+flags.DEFINE_string("x_critic", "aa_mine", "Critic of I(X; L + eps) in the ib objectives: aa_mine (seed 003) | mine.")
 flags.DEFINE_integer("critic_steps", 10, "Critic updates per network update (ib objectives; seed 003: 10).")
 flags.DEFINE_string("estimator", "ksg", "Information-plane estimator: ksg | binning | mine | aa_mine.")
 flags.DEFINE_float("plane_noise_variance", None, "Measurement noise of the plane (default --noise_variance).")
@@ -74,7 +75,7 @@ def build_mlp(input_shape, num_classes, hidden, *, weight_decay=0.0, zero_entrop
 
 def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_epochs=20, batch_size=100,
            learning_rate=1e-3, critic_learning_rate=1e-4, weight_decay=5e-4, alpha=1.0, beta=1.0, gamma=1e-3,
-           noise_variance=2.0, critic_steps=10, estimator="ksg", plane_noise_variance=None, plane_samples=1000,
+           noise_variance=2.0, critic_steps=10, x_critic="aa_mine", estimator="ksg", plane_noise_variance=None, plane_samples=1000,
            plane_every=1, seed=0, verbose=0):
     """Trains with `objective`, measures the information plane, writes the outputs."""
     import keras
@@ -92,6 +93,8 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
 
     if objective not in OBJECTIVES:
         raise ValueError(f"Expected --objective to be one of {list(OBJECTIVES)}. Received: objective={objective!r}")
+    if x_critic not in ("mine", "aa_mine"):
+        raise ValueError(f"Expected --x_critic to be one of ['mine', 'aa_mine']. Received: x_critic={x_critic!r}")
     if estimator not in INFORMATION_PLANE_ESTIMATORS:
         raise ValueError(f"Expected --estimator to be one of {list(INFORMATION_PLANE_ESTIMATORS)}. "
                          f"Received: estimator={estimator!r}")
@@ -127,7 +130,8 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
         result = train_layer_by_layer(
             classifier, x_train, y_train, beta=gamma, noise_variance=noise_variance, critic_steps=critic_steps,
             epochs_per_layer=epochs, readout_epochs=readout_epochs, batch_size=batch_size,
-            learning_rate=learning_rate, critic_learning_rate=critic_learning_rate, callbacks=[plane], seed=seed,
+            learning_rate=learning_rate, critic_learning_rate=critic_learning_rate, x_critic=x_critic,
+            callbacks=[plane], seed=seed,
             verbose=verbose)
         final, history = result.model, {"layers": result.histories, "readout": result.readout_history}
     else:
@@ -136,7 +140,8 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
             model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
         elif objective == "ib_end_to_end":
             model = InformationBottleneckModel(classifier, alpha=alpha, beta=beta, gamma=gamma,
-                                               noise_variance=noise_variance, critic_steps=critic_steps, seed=seed)
+                                               noise_variance=noise_variance, critic_steps=critic_steps,
+                                               x_critic=x_critic, seed=seed)
             model.adapt(x_train)
             model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                           critic_optimizer=keras.optimizers.Adam(critic_learning_rate))
@@ -170,7 +175,7 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
         "config": dict(objective=objective, data=data, hidden=hidden, epochs=epochs, readout_epochs=readout_epochs,
                        batch_size=batch_size, learning_rate=learning_rate, critic_learning_rate=critic_learning_rate,
                        weight_decay=weight_decay, alpha=alpha, beta=beta, gamma=gamma, noise_variance=noise_variance,
-                       critic_steps=critic_steps, estimator=estimator, plane_samples=plane_samples,
+                       critic_steps=critic_steps, x_critic=x_critic, estimator=estimator, plane_samples=plane_samples,
                        plane_every=plane_every, seed=seed),
     }
     tmp = os.path.join(workdir, "results.json.tmp")
@@ -192,7 +197,7 @@ def main(argv):
             readout_epochs=FLAGS.readout_epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
             critic_learning_rate=FLAGS.critic_learning_rate, weight_decay=FLAGS.weight_decay, alpha=FLAGS.alpha,
             beta=FLAGS.beta, gamma=FLAGS.gamma, noise_variance=FLAGS.noise_variance, critic_steps=FLAGS.critic_steps,
-            estimator=FLAGS.estimator, plane_noise_variance=FLAGS.plane_noise_variance,
+            x_critic=FLAGS.x_critic, estimator=FLAGS.estimator, plane_noise_variance=FLAGS.plane_noise_variance,
             plane_samples=FLAGS.plane_samples, plane_every=FLAGS.plane_every, seed=FLAGS.seed,
             verbose=FLAGS.verbose)
     except ValueError as error:

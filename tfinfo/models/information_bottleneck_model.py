@@ -3,10 +3,19 @@
 import keras
 import tensorflow as tf
 
+from tfinfo.critics.architecture_aware_critic import ArchitectureAwareCritic
 from tfinfo.critics.concat_critic import ConcatCritic
 from tfinfo.models.classifier_wrapper import ClassifierWrapper
 from tfinfo.models.classifier_wrapper import CriticOptimizerMixin
 from tfinfo.regularizers.mutual_information import MutualInformationRegularizer
+
+X_CRITICS = ("mine", "aa_mine")
+
+
+def _layer_index(classifier, layer):
+    """1-based position of `layer` among the non-input layers (`None` = the last)."""
+    body = [lay.name for lay in classifier.layers if not isinstance(lay, keras.layers.InputLayer)]
+    return len(body) if layer is None else body.index(layer) + 1
 
 
 @keras.saving.register_keras_serializable(package="tfinfo")
@@ -44,6 +53,10 @@ class InformationBottleneckModel(CriticOptimizerMixin, ClassifierWrapper):
         gamma: weight of `I(X; L + eps)`.
         noise_variance: variance of the measurement noise `eps` (seed 003: 2).
         critic_steps: updates of each critic per model step (seed 003: 10).
+        x_critic: the default `x_regularizer`'s critic: `"mine"` (a concat critic on
+            `[x, L + eps]`) or `"aa_mine"` (seed 003's architecture-aware critic: a frozen
+            copy of the classifier's layers up to `layer`, re-synced before every critic
+            update, then a concat head on `[F(x), L + eps]`; the paper's choice).
         seed: seed of the measurement noise.
         **kwargs: base `keras.Model` arguments.
 
@@ -68,7 +81,7 @@ class InformationBottleneckModel(CriticOptimizerMixin, ClassifierWrapper):
     nested_config_keys = ("classifier", "x_regularizer", "y_regularizer")
 
     def __init__(self, classifier, x_regularizer=None, y_regularizer=None, layer=None, alpha=1.0, beta=0.0,
-                 gamma=0.0, noise_variance=2.0, critic_steps=10, seed=None, **kwargs):
+                 gamma=0.0, noise_variance=2.0, critic_steps=10, x_critic="mine", seed=None, **kwargs):
         super().__init__(**kwargs)
         for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
             if not float(value) >= 0:
@@ -77,6 +90,8 @@ class InformationBottleneckModel(CriticOptimizerMixin, ClassifierWrapper):
             raise ValueError(f"Expected `noise_variance` > 0. Received: noise_variance={noise_variance}")
         if int(critic_steps) < 1:
             raise ValueError(f"Expected `critic_steps` >= 1. Received: critic_steps={critic_steps}")
+        if x_critic not in X_CRITICS:
+            raise ValueError(f"Expected `x_critic` to be one of {X_CRITICS}. Received: x_critic={x_critic!r}")
         self.classifier = classifier
         if layer is None:
             representation = classifier.outputs[0]
@@ -96,8 +111,12 @@ class InformationBottleneckModel(CriticOptimizerMixin, ClassifierWrapper):
             width *= int(d)
         self.num_classes = int(classifier.output_shape[-1])
         self.representation_dim = width
-        x_regularizer = x_regularizer or MutualInformationRegularizer(
-            ConcatCritic("small"), estimator="mine", seed=seed)
+        if x_regularizer is None:
+            if x_critic == "aa_mine":
+                critic = ArchitectureAwareCritic.from_network(classifier, _layer_index(classifier, layer))
+            else:
+                critic = ConcatCritic("small")
+            x_regularizer = MutualInformationRegularizer(critic, estimator="mine", seed=seed)
         y_regularizer = y_regularizer or MutualInformationRegularizer(
             ConcatCritic("small"), estimator="mine", seed=None if seed is None else seed + 1)
         for name, reg in (("x_regularizer", x_regularizer), ("y_regularizer", y_regularizer)):
@@ -109,6 +128,19 @@ class InformationBottleneckModel(CriticOptimizerMixin, ClassifierWrapper):
         if not y_regularizer.built:
             y_regularizer.build(((None, self.num_classes), (None, width)))
         self.x_regularizer, self.y_regularizer = x_regularizer, y_regularizer
+        # AA-MINE: the critic's copy of layers 1..i follows the network; the pairs are
+        # (copy variable, network variable), assigned before every critic update.
+        self._copy_pairs = []
+        if isinstance(x_regularizer.critic, ArchitectureAwareCritic):
+            source = ArchitectureAwareCritic.sub_network(classifier, _layer_index(classifier, layer))
+            copy_weights = x_regularizer.critic.feature_network.weights
+            if [tuple(w.shape) for w in copy_weights] != [tuple(w.shape) for w in source.weights]:
+                raise ValueError(
+                    "Expected the architecture-aware critic's copy to have the weights of the classifier's layers "
+                    f"up to `layer`. Received: copy shapes {[tuple(w.shape) for w in copy_weights]}, network "
+                    f"shapes {[tuple(w.shape) for w in source.weights]}")
+            self._copy_pairs = list(zip(copy_weights, source.weights))
+        self.x_critic = x_critic
         self.layer = layer
         self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
         self.noise_variance = float(noise_variance)
@@ -124,8 +156,18 @@ class InformationBottleneckModel(CriticOptimizerMixin, ClassifierWrapper):
         self.built = True
 
     def adapt(self, x):
-        """Standardization statistics of the inputs for the `I(X; L + eps)` critic."""
-        self.x_regularizer.adapt(x)
+        """Input statistics for the `I(X; L + eps)` critic: per-pixel standardization for
+        a concat critic; for AA-MINE the copy reads raw inputs and only the head's inputs
+        are normalized (from `F_i(x)`)."""
+        if self._copy_pairs:
+            self._sync_copy()
+            self.x_regularizer.critic.adapt(x)
+        else:
+            self.x_regularizer.adapt(x)
+
+    def _sync_copy(self):
+        for copy, source in self._copy_pairs:
+            copy.assign(source)
 
     def _critic_variables(self):
         return self.x_regularizer.critic.trainable_variables + self.y_regularizer.critic.trainable_variables
@@ -156,6 +198,7 @@ class InformationBottleneckModel(CriticOptimizerMixin, ClassifierWrapper):
             representation = tf.reshape(tf.cast(representation, tf.float32), [tf.shape(x)[0], self.representation_dim])
             fixed = tf.stop_gradient(representation)
             with tape.stop_recording():
+                self._sync_copy()  # AA-MINE's copy of layers 1..i equals the network now
                 for _ in range(self.critic_steps):
                     with tf.GradientTape() as critic_tape:
                         i_x, i_y = self._terms(x, onehot, fixed, update_state=True)
@@ -188,6 +231,7 @@ class InformationBottleneckModel(CriticOptimizerMixin, ClassifierWrapper):
             "gamma": self.gamma,
             "noise_variance": self.noise_variance,
             "critic_steps": self.critic_steps,
+            "x_critic": self.x_critic,
             "seed": self.seed,
         }
         base_config = super().get_config()

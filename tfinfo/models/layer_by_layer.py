@@ -33,7 +33,7 @@ def trainable_layer_names(classifier):
 
 def train_layer_by_layer(classifier, x, y, *, layers=None, beta=1e-3, noise_variance=2.0, critic_steps=10,
                          epochs_per_layer=1, readout_epochs=5, batch_size=100, learning_rate=1e-3,
-                         critic_learning_rate=1e-4, readout_learning_rate=None, x_regularizer_factory=None, callbacks=(), seed=None,
+                         critic_learning_rate=1e-4, readout_learning_rate=None, x_critic="mine", x_regularizer_factory=None, callbacks=(), seed=None,
                          verbose=0):
     """Trains `classifier` one layer at a time with the IB functional, then a linear readout.
 
@@ -63,6 +63,8 @@ def train_layer_by_layer(classifier, x, y, *, layers=None, beta=1e-3, noise_vari
         learning_rate: Adam learning rate of the layers and the readout (seed 003: 1e-3).
         critic_learning_rate: Adam learning rate of the critics (seed 003: 1e-4).
         readout_learning_rate: Adam learning rate of the readout (`None` = `learning_rate`).
+        x_critic: `"mine"` or `"aa_mine"` (seed 003's architecture-aware critic, a copy
+            of layers 1..i kept in sync), for `I(X; L_i + eps)`.
         x_regularizer_factory: optional `f(layer_name) -> MutualInformationRegularizer`
             for `I(X; L_i + eps)` (e.g. with an architecture-aware critic); default MINE.
         callbacks: Keras callbacks for every stage.
@@ -100,7 +102,7 @@ def train_layer_by_layer(classifier, x, y, *, layers=None, beta=1e-3, noise_vari
             classifier,
             x_regularizer=None if x_regularizer_factory is None else x_regularizer_factory(name),
             layer=name, alpha=0.0, beta=1.0, gamma=beta, noise_variance=noise_variance,
-            critic_steps=critic_steps, seed=None if seed is None else seed + index,
+            critic_steps=critic_steps, x_critic=x_critic, seed=None if seed is None else seed + index,
         )
         model.adapt(x)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate),
