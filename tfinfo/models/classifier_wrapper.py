@@ -27,6 +27,23 @@ def features_and_logits_model(classifier, feature_layer):
     return keras.Model(inputs, [features, classifier.outputs[0]], name="features_and_logits")
 
 
+def representation_and_logits_model(classifier, layer=None):
+    """`keras.Model(inputs, [output of layer, logits])` sharing the classifier's layers;
+    `layer=None` takes the logits themselves as the representation."""
+    if layer is None:
+        representation = classifier.outputs[0]
+    else:
+        try:
+            representation = classifier.get_layer(layer).output
+        except ValueError:
+            names = [lay.name for lay in classifier.layers]
+            raise ValueError(
+                f"Expected `layer` to name one of the classifier's layers {names}. Received: layer={layer!r}"
+            ) from None
+    inputs = classifier.inputs[0] if len(classifier.inputs) == 1 else classifier.inputs
+    return keras.Model(inputs, [representation, classifier.outputs[0]], name="representation_and_logits")
+
+
 class ClassifierWrapper(keras.Model):
     """Base of the transfer models: `call`, `export`, `test_step` and CE are the classifier's.
 

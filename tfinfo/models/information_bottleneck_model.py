@@ -6,6 +6,7 @@ import tensorflow as tf
 from tfinfo.critics.architecture_aware_critic import ArchitectureAwareCritic
 from tfinfo.critics.concat_critic import ConcatCritic
 from tfinfo.models.classifier_wrapper import ClassifierWrapper
+from tfinfo.models.classifier_wrapper import representation_and_logits_model
 from tfinfo.models.classifier_wrapper import CriticOptimizerMixin
 from tfinfo.regularizers.mutual_information import MutualInformationRegularizer
 
@@ -93,18 +94,8 @@ class InformationBottleneckModel(CriticOptimizerMixin, ClassifierWrapper):
         if x_critic not in X_CRITICS:
             raise ValueError(f"Expected `x_critic` to be one of {X_CRITICS}. Received: x_critic={x_critic!r}")
         self.classifier = classifier
-        if layer is None:
-            representation = classifier.outputs[0]
-        else:
-            try:
-                representation = classifier.get_layer(layer).output
-            except ValueError:
-                names = [lay.name for lay in classifier.layers]
-                raise ValueError(
-                    f"Expected `layer` to name one of the classifier's layers {names}. Received: layer={layer!r}"
-                ) from None
-        inputs = classifier.inputs[0] if len(classifier.inputs) == 1 else classifier.inputs
-        self._representation_and_logits = keras.Model(inputs, [representation, classifier.outputs[0]])
+        self._representation_and_logits = representation_and_logits_model(classifier, layer)
+        representation = self._representation_and_logits.outputs[0]
         input_shape = tuple(classifier.input_shape[1:])
         width = 1
         for d in representation.shape[1:]:

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfinfo.models.classifier_wrapper import ClassifierWrapper
+from tfinfo.models.classifier_wrapper import representation_and_logits_model
 from tfinfo.regularizers.conditional_log_variance import ConditionalLogVarianceRegularizer
 
 
@@ -53,15 +54,7 @@ class SurrogateBottleneckModel(ClassifierWrapper):
             raise ValueError(f"Expected `weight` >= 0. Received: weight={weight}")
         if not isinstance(regularizer, keras.layers.Layer):
             raise ValueError(f"Expected `regularizer` to be a surrogate layer. Received: {regularizer!r}")
-        try:
-            representation = classifier.get_layer(layer).output
-        except ValueError:
-            names = [lay.name for lay in classifier.layers]
-            raise ValueError(
-                f"Expected `layer` to name one of the classifier's layers {names}. Received: layer={layer!r}"
-            ) from None
-        inputs = classifier.inputs[0] if len(classifier.inputs) == 1 else classifier.inputs
-        self._representation_and_logits = keras.Model(inputs, [representation, classifier.outputs[0]])
+        self._representation_and_logits = representation_and_logits_model(classifier, layer)
         self.classifier = classifier
         self.regularizer = regularizer
         self.layer = layer
