@@ -43,7 +43,7 @@ flags.DEFINE_float("gamma", 1e-3, "Weight of I(X; L + eps) (ib objectives) or of
 flags.DEFINE_float("noise_variance", 2.0, "Variance of the measurement noise of I(X; L + eps) (seed 003: 2).")
 flags.DEFINE_string("x_critic", "aa_mine", "Critic of I(X; L + eps) in the ib objectives: aa_mine (seed 003) | mine.")
 flags.DEFINE_integer("critic_steps", 10, "Critic updates per network update (ib objectives; seed 003: 10).")
-flags.DEFINE_string("estimator", "ksg", "Information-plane estimator: ksg | binning | mine | aa_mine.")
+flags.DEFINE_string("estimator", "kde", "Information-plane estimator: kde | ksg | binning | mine | aa_mine.")
 flags.DEFINE_float("plane_noise_variance", None, "Measurement noise of the plane (default --noise_variance).")
 flags.DEFINE_integer("plane_samples", 1000, "Test samples the information plane is measured on.")
 flags.DEFINE_integer("plane_every", 1, "Measure the plane every this many epochs.")
@@ -75,7 +75,7 @@ def build_mlp(input_shape, num_classes, hidden, *, weight_decay=0.0, zero_entrop
 
 def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_epochs=20, batch_size=100,
            learning_rate=1e-3, critic_learning_rate=1e-4, weight_decay=5e-4, alpha=1.0, beta=1.0, gamma=1e-3,
-           noise_variance=2.0, critic_steps=10, x_critic="aa_mine", estimator="ksg", plane_noise_variance=None, plane_samples=1000,
+           noise_variance=2.0, critic_steps=10, x_critic="aa_mine", estimator="kde", plane_noise_variance=None, plane_samples=1000,
            plane_every=1, seed=0, verbose=0):
     """Trains with `objective`, measures the information plane, writes the outputs."""
     import keras

@@ -20,7 +20,7 @@ def test_every_objective_runs_on_the_embedded_default_and_draws_each_layer(tmp_p
 
     workdir = tmp_path / "run"
     proc = _cli(["--objective", objective, "--workdir", str(workdir), "--hidden", "32,16", "--epochs", "2",
-                 "--readout_epochs", "2", "--critic_steps", "1", "--plane_samples", "200", "--estimator", "ksg"],
+                 "--readout_epochs", "2", "--critic_steps", "1", "--plane_samples", "200"],
                 tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((workdir / "results.json").read_text())

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-INFORMATION_PLANE_ESTIMATORS = ("ksg", "binning", "mine", "aa_mine")
+INFORMATION_PLANE_ESTIMATORS = ("kde", "ksg", "binning", "mine", "aa_mine")
 CSV_FIELDS = ("epoch", "layer", "i_x", "i_y", "estimator")
 
 
@@ -24,10 +24,16 @@ class InformationPlane(keras.callbacks.Callback):
 
     Estimators (`estimator`):
 
+    - `"kde"` (default): the pairwise-distance upper bound of Kolchinsky & Tracey on
+      `I(X; L_i + eps)` for `X` uniform on the measured samples (the mixture of Gaussians
+      centred on the layer values; Saxe et al. 2018), and `I(Y; L_i + eps)` from the same
+      mixture entropies per class. No training, exact in both limits, `O(N^2)`.
     - `"ksg"`: Kraskov's kNN estimator for `i_x`, and its discrete-continuous variant
       (Ross, 2014) for `i_y`, both on `L_i + eps` (kNN estimators are undefined on the
       exact ties a ReLU layer produces; the noise removes them and `I(Y; L_i + eps)`
-      is a lower bound of `I(Y; L_i)`). No training; reliable for low-dimensional layers.
+      is a lower bound of `I(Y; L_i)`). Every coordinate of `x` and of `L_i + eps` is
+      standardized first (the max-norm distance mixes scales otherwise; MI is unchanged).
+      No training; reliable for low-dimensional inputs and layers only.
     - `"binning"`: Shwartz-Ziv & Tishby's discretization into `num_bins` equal-width bins
       per unit (no noise; `I(X; T) = H(T)` for distinct inputs), for comparison with the
       information-plane literature. Its values depend on the bin count.
@@ -70,7 +76,7 @@ class InformationPlane(keras.callbacks.Callback):
         seed 004 (Kirsch et al.), section 5.
     """
 
-    def __init__(self, x, y, layers=None, estimator="ksg", noise_variance=0.1, every_epochs=1,
+    def __init__(self, x, y, layers=None, estimator="kde", noise_variance=0.1, every_epochs=1,
                  num_samples=1000, num_bins=30, k=3, mine_steps=500, csv_path=None, log_dir=None,
                  png_path=None, seed=0):
         super().__init__()
@@ -145,12 +151,19 @@ class InformationPlane(keras.callbacks.Callback):
         x_flat = self.x.reshape(len(self.x), -1).astype(np.float64)
         if callable(self.estimator):
             return self.estimator(self.x, self.y, activations, index)
+        if self.estimator == "kde":
+            from tfinfo.information.mixture import mixture_label_information
+            from tfinfo.information.mixture import mixture_mutual_information
+
+            return (mixture_mutual_information(activations, self.noise_variance),
+                    mixture_label_information(self.y, activations, self.noise_variance))
         noisy = activations + np.sqrt(self.noise_variance) * self._rng.standard_normal(activations.shape)
         if self.estimator == "ksg":
             from tfinfo.information.ksg import ksg_mutual_information
             from tfinfo.information.ksg import mixed_ksg_mutual_information
 
-            return (ksg_mutual_information(x_flat, noisy, k=self.k),
+            x_std, noisy = _standardized(x_flat), _standardized(noisy)
+            return (ksg_mutual_information(x_std, noisy, k=self.k),
                     mixed_ksg_mutual_information(self.y, noisy, k=self.k))
         if self.estimator == "binning":
             from tfinfo.information.discrete import binned_mutual_information
@@ -204,6 +217,11 @@ class InformationPlane(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.png_path and self.rows:
             plot_information_plane(self.rows, self.png_path, title=f"Information plane ({self.estimator_name})")
+
+
+def _standardized(a):
+    std = a.std(axis=0)
+    return (a - a.mean(axis=0)) / np.where(std > 0, std, 1.0)
 
 
 def write_information_plane_csv(rows, path):

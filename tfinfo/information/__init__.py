@@ -24,6 +24,8 @@ from tfinfo.information.ksg import ksg_mutual_information
 from tfinfo.information.ksg import mixed_ksg_mutual_information
 from tfinfo.information.mmd import MMD_ESTIMATORS
 from tfinfo.information.mmd import gaussian_kernel_bandwidths
+from tfinfo.information.mixture import mixture_label_information
+from tfinfo.information.mixture import mixture_mutual_information
 from tfinfo.information.mmd import mmd2
 from tfinfo.information.noise_regularized import NOISE_REGULARIZED_CRITICS
 from tfinfo.information.noise_regularized import noise_regularized_mutual_information
@@ -51,6 +53,8 @@ __all__ = [
     "mixed_ksg_mutual_information",
     "log_mean_exp",
     "mine_bound",
+    "mixture_label_information",
+    "mixture_mutual_information",
     "mmd2",
     "noise_regularized_mutual_information",
     "nwj_bound",
