@@ -31,7 +31,7 @@ flags.DEFINE_string("data", None, "Data spec (embedded | npz:PATH | dir:PATH | t
                                   "default: the embedded source digits.")
 flags.DEFINE_list("hidden", ["256", "128"], "Hidden layer widths of the MLP (ReLU).")
 flags.DEFINE_integer("epochs", 10, "Training epochs (per layer for ib_layerwise).")
-flags.DEFINE_integer("readout_epochs", 20, "Epochs of the linear readout (ib_layerwise).")
+flags.DEFINE_integer("readout_epochs", 30, "Epochs of the linear readout (ib_layerwise).")
 flags.DEFINE_integer("batch_size", 100, "Mini-batch size.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the network (seed 003: 1e-3).")
 flags.DEFINE_float("critic_learning_rate", 1e-4, "Adam learning rate of the MINE critics (seed 003: 1e-4).")
@@ -73,7 +73,7 @@ def build_mlp(input_shape, num_classes, hidden, *, weight_decay=0.0, zero_entrop
     return keras.Model(inputs, logits, name="mlp")
 
 
-def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_epochs=20, batch_size=100,
+def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_epochs=30, batch_size=100,
            learning_rate=1e-3, critic_learning_rate=1e-4, weight_decay=5e-4, alpha=1.0, beta=1.0, gamma=1e-3,
            noise_variance=2.0, critic_steps=10, x_critic="aa_mine", estimator="kde", plane_noise_variance=None, plane_samples=1000,
            plane_every=1, seed=0, verbose=0):

@@ -11,6 +11,7 @@ from tfinfo.models.classifier_wrapper import CriticOptimizerMixin
 from tfinfo.regularizers.mutual_information import MutualInformationRegularizer
 
 X_CRITICS = ("mine", "aa_mine")
+HEAD_SCALE_MOMENTUM = 0.9
 
 
 def _layer_index(classifier, layer):
@@ -156,6 +157,19 @@ class InformationBottleneckModel(CriticOptimizerMixin, ClassifierWrapper):
         else:
             self.x_regularizer.adapt(x)
 
+    def _track_head_scale(self, representation):
+        """AA-MINE's head sees `(t - m) / s` for `t` in {F_i(x), L_i + eps}; as the layer
+        trains its activations can grow by orders of magnitude, and a normalization fixed
+        at `adapt` time then lets the critic's scores (and the DV bound) explode. `m` and
+        `s` follow the current batch's `L_i + eps` statistics by a moving average."""
+        if not self._copy_pairs:
+            return
+        critic = self.x_regularizer.critic
+        mean, variance = tf.nn.moments(representation, axes=[0])
+        scale = tf.sqrt(variance + self.noise_variance)
+        critic.feature_mean.assign(HEAD_SCALE_MOMENTUM * critic.feature_mean + (1 - HEAD_SCALE_MOMENTUM) * mean)
+        critic.feature_std.assign(HEAD_SCALE_MOMENTUM * critic.feature_std + (1 - HEAD_SCALE_MOMENTUM) * scale)
+
     def _sync_copy(self):
         for copy, source in self._copy_pairs:
             copy.assign(source)
@@ -190,6 +204,7 @@ class InformationBottleneckModel(CriticOptimizerMixin, ClassifierWrapper):
             fixed = tf.stop_gradient(representation)
             with tape.stop_recording():
                 self._sync_copy()  # AA-MINE's copy of layers 1..i equals the network now
+                self._track_head_scale(fixed)
                 for _ in range(self.critic_steps):
                     with tf.GradientTape() as critic_tape:
                         i_x, i_y = self._terms(x, onehot, fixed, update_state=True)
