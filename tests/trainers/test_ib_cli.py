@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from tests.trainers.test_transfer_cli import ENV
-from trainers.ib import OBJECTIVES
+from trainers.ib_pipeline import OBJECTIVES
 
 
 def _cli(args, cwd):
