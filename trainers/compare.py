@@ -196,6 +196,7 @@ def _plot(summary, compare, path):
     ax.set_xscale("log")
     ax.set_xticks(list(compare.labeled))
     ax.set_xticklabels([str(b) for b in compare.labeled])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # only the budgets are labeled
     ax.set_xlabel("labeled target images")
     ax.set_ylabel("target test accuracy (%)")
     ax.grid(True, alpha=0.3)
