@@ -103,6 +103,7 @@ class InformationPlane(keras.callbacks.Callback):
             keep = np.sort(rng.permutation(len(x))[: int(num_samples)])
             x, y = x[keep], y[keep]
         self.x, self.y = x.astype(np.float32), y
+        self._x_flat = self.x.reshape(len(self.x), -1).astype(np.float64)  # once, not per layer and epoch
         self.layers = None if layers is None else list(layers)
         self.estimator = estimator
         self.noise_variance = float(noise_variance)
@@ -148,7 +149,7 @@ class InformationPlane(keras.callbacks.Callback):
         return rows
 
     def _estimate(self, activations, index, names):
-        x_flat = self.x.reshape(len(self.x), -1).astype(np.float64)
+        x_flat = self._x_flat
         if callable(self.estimator):
             return self.estimator(self.x, self.y, activations, index)
         if self.estimator == "kde":
