@@ -84,11 +84,13 @@ def test_default_layers_are_those_with_a_kernel_and_a_callable_estimator_sees_ea
 def test_plot_has_one_trajectory_per_layer(tmp_path):
     rows = [{"epoch": e, "layer": layer, "i_x": e + i, "i_y": 0.1 * e, "estimator": "ksg"}
             for i, layer in enumerate(("a", "b", "c")) for e in range(4)]
-    plot_information_plane(rows, str(tmp_path / "p.png"))
+    assert plot_information_plane(rows, str(tmp_path / "p.png")) == ["a", "b", "c"]
     from matplotlib import image
 
     pixels = image.imread(str(tmp_path / "p.png"))
     assert pixels.shape[0] > 300 and pixels.shape[1] > 400
+    # Three trajectories on a white canvas: far from a blank image.
+    assert np.mean(pixels[..., :3] < 0.9) > 0.02
 
 
 @pytest.mark.parametrize(
