@@ -27,6 +27,7 @@ from tfinfo.models.temporal_ensembling_model import TemporalEnsemblingModel
 from tfinfo.regularizers import LautumRegularizer
 from tfinfo.regularizers import MMDRegularizer
 from tfinfo.regularizers import MutualInformationRegularizer
+from trainers.runner import Runner
 
 METHODS = {}
 
@@ -65,8 +66,9 @@ def _loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def _history(history):
-    return {k: [float(v) for v in values] for k, values in history.history.items()}
+def _runner(runner, callbacks, config):
+    """The given `Runner`, or plain `fit` with `callbacks` (library use, tests)."""
+    return runner if runner is not None else Runner(callbacks=callbacks, verbose=config.verbose)
 
 
 class Method:
@@ -81,19 +83,16 @@ class Method:
     name = None
     stage1 = "standard"
 
-    def pretrain(self, classifier, data, config, callbacks=()):
+    def pretrain(self, classifier, data, config, callbacks=(), runner=None):
         classifier.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss(), metrics=["accuracy"]
         )
         train = labeled_dataset(
             data.x_source, data.y_source, batch_size=config.batch_size, shuffle=True, seed=config.seed
         )
-        history = classifier.fit(
-            train, epochs=config.pretrain_epochs, verbose=config.verbose, callbacks=list(callbacks)
-        )
-        return _history(history)
+        return _runner(runner, callbacks, config).fit(classifier, train, config.pretrain_epochs, name="pretrain")
 
-    def finetune(self, classifier, data, config, callbacks=()):
+    def finetune(self, classifier, data, config, callbacks=(), runner=None):
         classifier.compile(
             optimizer=keras.optimizers.Adam(config.finetune_learning_rate),
             loss=_loss(),
@@ -102,10 +101,7 @@ class Method:
         train = labeled_dataset(
             data.x_labeled, data.y_labeled, batch_size=config.batch_size, shuffle=True, seed=config.seed
         )
-        history = classifier.fit(
-            train, epochs=config.finetune_epochs, verbose=config.verbose, callbacks=list(callbacks)
-        )
-        return _history(history)
+        return _runner(runner, callbacks, config).fit(classifier, train, config.finetune_epochs, name="finetune")
 
 
 @register_method
@@ -137,7 +133,7 @@ class Lautum(Method):
     def callbacks(self, config):
         return [ProjectionResampler()] if config.resample_projection == "epoch" else []
 
-    def pretrain(self, classifier, data, config, callbacks=()):
+    def pretrain(self, classifier, data, config, callbacks=(), runner=None):
         model = self.build_model(classifier, data, config)
         train = transfer_dataset(
             data.x_source,
@@ -146,10 +142,9 @@ class Lautum(Method):
             batch_size=config.batch_size,
             seed=config.seed,
         )
-        history = model.fit(
-            train, epochs=config.pretrain_epochs, verbose=config.verbose, callbacks=self.callbacks(config) + list(callbacks)
+        out = _runner(runner, callbacks, config).fit(
+            model, train, config.pretrain_epochs, callbacks=self.callbacks(config), name="pretrain"
         )
-        out = _history(history)
         regularizer = getattr(model, "lautum_regularizer", None) or model.regularizer
         if isinstance(regularizer, LautumRegularizer):
             out["nonfinite_count"] = int(regularizer.nonfinite_count.numpy())
@@ -240,7 +235,7 @@ class LautumMutualInformation(MutualInformation):
 class _TemporalEnsemblingFinetune:
     """Stage 2 by Temporal Ensembling on the labeled + unlabeled target images."""
 
-    def finetune(self, classifier, data, config, callbacks=()):
+    def finetune(self, classifier, data, config, callbacks=(), runner=None):
         x_unlabeled = data.x_unlabeled
         if config.te_unlabeled is not None and config.te_unlabeled < len(x_unlabeled):
             if config.te_unlabeled < 0:
@@ -260,10 +255,9 @@ class _TemporalEnsemblingFinetune:
         )
         model.compile(optimizer=keras.optimizers.Adam(config.finetune_learning_rate), loss=_loss())
         epochs = config.te_epochs if config.te_epochs is not None else config.finetune_epochs
-        history = model.fit(
-            train, epochs=epochs, verbose=config.verbose, callbacks=[TemporalEnsemblingUpdate(), *callbacks]
+        return _runner(runner, callbacks, config).fit(
+            model, train, epochs, callbacks=[TemporalEnsemblingUpdate()], name="temporal_ensembling"
         )
-        return _history(history)
 
 
 @register_method
@@ -289,20 +283,21 @@ class ContrastiveTransfer(Method):
     name = "ctc"
     stage1 = "ctc"
 
-    def pretrain(self, classifier, data, config, callbacks=()):
+    def pretrain(self, classifier, data, config, callbacks=(), runner=None):
         aggregation = InformationAggregationModel(
             classifier, num_examples=len(data.x_source), alpha=config.ctc_alpha, seed=config.seed
         )
         aggregation.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss())
         train = indexed_dataset(data.x_source, data.y_source, batch_size=config.batch_size, seed=config.seed)
-        first = aggregation.fit(train, epochs=config.pretrain_epochs, verbose=config.verbose, callbacks=list(callbacks))
+        runner = _runner(runner, callbacks, config)
+        first = runner.fit(aggregation, train, config.pretrain_epochs, name="aggregation")
         revitalization = InformationRevitalizationModel(classifier, aggregation, beta=config.ctc_beta)
         revitalization.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss())
         epochs = config.ctc_revitalization_epochs
         if epochs is None:
             epochs = max(1, config.pretrain_epochs // 2)
-        second = revitalization.fit(train, epochs=epochs, verbose=config.verbose, callbacks=list(callbacks))
-        return {"aggregation": _history(first), "revitalization": _history(second)}
+        second = runner.fit(revitalization, train, epochs, name="revitalization")
+        return {"aggregation": first, "revitalization": second}
 
 
 @register_method

@@ -20,6 +20,7 @@ from tfinfo.data import labeled_unlabeled_split
 from tfinfo.data import load_spec
 from trainers.methods import TransferData
 from trainers.methods import get_method
+from trainers.runner import Runner
 
 log = logging.getLogger("tfinfo")
 
@@ -139,8 +140,46 @@ def _save_stage1(classifier, folder, info):
     os.replace(tmp, folder)
 
 
-def run_transfer(config, workdir, stage1_cache=None):
+def _check_workdir(workdir, config):
+    """Returns the finished results of this config in `workdir`, or None to (re)start.
+
+    `run.json` names the config a workdir trains; a rerun of the same config resumes
+    (or, once `results.json` is written, returns it untouched); another config is
+    refused, so nothing of the earlier run is overwritten.
+    """
+    run_path = os.path.join(workdir, "run.json")
+    if not os.path.isfile(run_path):
+        return None
+    with open(run_path) as f:
+        earlier = json.load(f).get("config", {})
+    if earlier != config.to_dict():
+        changed = sorted(k for k in set(earlier) | set(config.to_dict()) if earlier.get(k) != config.to_dict().get(k))
+        raise ValueError(
+            f"Expected --workdir {workdir} to be new or to hold a run of the same configuration. "
+            f"Received: a run whose configuration differs in {changed}. Use another --workdir "
+            "(nothing was changed in this one)."
+        )
+    results_path = os.path.join(workdir, "results.json")
+    if os.path.isfile(results_path):
+        with open(results_path) as f:
+            return json.load(f)
+    return None
+
+
+def _write_json(path, value):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(tmp, path)
+
+
+def run_transfer(config, workdir, stage1_cache=None, strategy=None, deterministic=False):
     """Runs stage 1 and stage 2 of `config.method`, evaluates, exports and writes results.
+
+    Resumable: every epoch of every stage is checkpointed under `workdir/checkpoints/`
+    and stage 1's result under `workdir/stage1/`; running the same config with the same
+    workdir again continues where the earlier process stopped, and a finished run is
+    returned as it is. TensorBoard logs go to `workdir/tensorboard/`.
 
     Args:
         config: a `TransferConfig`.
@@ -150,16 +189,44 @@ def run_transfer(config, workdir, stage1_cache=None):
             stored there. `tfinfo-compare` uses it to pre-train once per method and
             seed for all label budgets. Stage 2 is re-seeded either way, so a run gives
             the same result with or without the cache.
+        strategy: a `tf.distribute.Strategy` (see `trainers.distributed.make_strategy`)
+            to build and train the models in; `None` is the default (one device).
+            `config.batch_size` is the global batch.
+        deterministic: enable TensorFlow's op determinism (bit-identical reruns and
+            resumes, about 15% slower).
 
     Returns:
         The results dictionary written to `workdir/results.json`.
     """
     method = get_method(config.method)
-    os.makedirs(workdir, exist_ok=True)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     start = time.perf_counter()
     data = prepare_data(config)
     data_s = time.perf_counter() - start
+    finished = _check_workdir(workdir, config)
+    if finished is not None:
+        log.warning("tfinfo: %s already holds the finished run of this configuration; not redone", workdir)
+        return finished
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(os.path.join(workdir, "run.json"), {"config": config.to_dict()})
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        results = _train(method, config, data, workdir, stage1_cache)
+    classifier = results.pop("classifier")
+    classifier.save(os.path.join(workdir, "classifier.keras"))
+    export_classifier(classifier, os.path.join(workdir, "export"))
+    results["wall_time_s"]["data"] = data_s
+    results["num_replicas"] = int(strategy.num_replicas_in_sync)
+    results["deterministic"] = bool(deterministic)
+    _write_json(os.path.join(workdir, "results.json"), results)
+    shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+    return results
+
+
+def _train(method, config, data, workdir, stage1_cache):
+    """Both stages inside the strategy's scope; returns the results and the classifier."""
     classifier = build_classifier(
         config.architecture,
         input_shape=data.x_source.shape[1:],
@@ -171,9 +238,10 @@ def run_transfer(config, workdir, stage1_cache=None):
         seed=config.seed,
     )
     key = stage1_key(config)
-    folder = os.path.join(stage1_cache, key) if stage1_cache else None
-    stage1 = _load_stage1(classifier, folder) if folder else None
+    folder = os.path.join(stage1_cache, key) if stage1_cache else os.path.join(workdir, "stage1")
+    stage1 = _load_stage1(classifier, folder)
     reused = stage1 is not None
+    resumed = {}
     if not reused:
         start = time.perf_counter()
         callbacks = []
@@ -182,25 +250,25 @@ def run_transfer(config, workdir, stage1_cache=None):
                 data.x_labeled, data.y_labeled, data.x_target_test, data.y_target_test,
                 every_epochs=config.probe_every, feature_layer=FEATURES_LAYER,
             ))
-        history = method.pretrain(classifier, data, config, callbacks=callbacks)
+        runner = Runner(workdir, "stage1", callbacks=callbacks, verbose=config.verbose)
+        history = method.pretrain(classifier, data, config, runner=runner)
+        resumed["stage1"] = runner.resumed_from
         stage1 = {
             "key": key,
             "history": history,
             "pretrain_s": time.perf_counter() - start,
             "source_test_accuracy": _accuracy(classifier, data.x_source_test, data.y_source_test, config.batch_size),
         }
-        if folder:
-            _save_stage1(classifier, folder, stage1)
+        _save_stage1(classifier, folder, stage1)
     pretrain_history, pretrain_s, source_acc = stage1["history"], stage1["pretrain_s"], stage1["source_test_accuracy"]
     _reseed_stage2(classifier, config.seed + 1)
     start = time.perf_counter()
-    finetune_history = method.finetune(classifier, data, config)
+    runner = Runner(workdir, "stage2", verbose=config.verbose)
+    finetune_history = method.finetune(classifier, data, config, runner=runner)
+    resumed["stage2"] = runner.resumed_from
     finetune_s = time.perf_counter() - start
     target_acc = _accuracy(classifier, data.x_target_test, data.y_target_test, config.batch_size)
-
-    classifier.save(os.path.join(workdir, "classifier.keras"))
-    export_classifier(classifier, os.path.join(workdir, "export"))
-    results = {
+    return {
         "method": config.method,
         "labeled": config.labeled,
         "seed": config.seed,
@@ -212,13 +280,10 @@ def run_transfer(config, workdir, stage1_cache=None):
         "num_target_test": int(len(data.x_target_test)),
         "image_shape": list(data.x_source.shape[1:]),
         "skipped_files": data.skipped_files,
-        "wall_time_s": {"data": data_s, "pretrain": pretrain_s, "finetune": finetune_s},
+        "wall_time_s": {"pretrain": pretrain_s, "finetune": finetune_s},
         "stage1": {"key": key, "reused": reused},
+        "resumed_from_epoch": resumed,
         "history": {"pretrain": pretrain_history, "finetune": finetune_history},
         "config": config.to_dict(),
+        "classifier": classifier,
     }
-    tmp = os.path.join(workdir, "results.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, os.path.join(workdir, "results.json"))
-    return results

@@ -34,6 +34,11 @@ flags.DEFINE_string("critic_schedule", None, "step | epochs (whole epochs altern
 flags.DEFINE_string("architecture", None, "small | paper.")
 flags.DEFINE_integer("probe_every", None, "Every N stage-1 epochs, log a linear probe's target accuracy (0 = off).")
 flags.DEFINE_integer("verbose", None, "Keras verbosity 0, 1 or 2.")
+flags.DEFINE_enum("strategy", "none", ["none", "mirrored", "multi_worker"],
+                  "Distribution: none (one device), mirrored (local GPUs, or --devices logical CPUs), "
+                  "multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG; a custom training loop).")
+flags.DEFINE_integer("devices", None, "With --strategy mirrored: number of local devices (default: all GPUs, or 1 CPU).")
+flags.DEFINE_bool("deterministic", False, "Op determinism: identical reruns, resumes and exports (about 15% slower).")
 
 _OVERRIDES = (
     "method", "labeled", "seed", "source", "target", "pretrain_epochs", "finetune_epochs",
@@ -66,12 +71,16 @@ def main(argv):
         from trainers.methods import METHODS
         from trainers.pipeline import run_transfer
 
+        from trainers.distributed import make_strategy
+
+        # First: logical CPUs and the multi-worker runtime must be set before any op.
+        strategy = make_strategy(FLAGS.strategy, FLAGS.devices)
         config = build_config()
         if config.method not in METHODS:
             raise ValueError(
                 f"Expected --method to be one of {sorted(METHODS)}. Received: method={config.method!r}"
             )
-        results = run_transfer(config, FLAGS.workdir)
+        results = run_transfer(config, FLAGS.workdir, strategy=strategy, deterministic=FLAGS.deterministic)
     except ValueError as error:
         print(f"tfinfo-transfer: error: {error}", file=sys.stderr)
         return 2
