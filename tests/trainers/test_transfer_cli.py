@@ -75,18 +75,35 @@ def test_cli_on_npz_data_writes_results_and_a_servable_export(tmp_path, method):
     images = np.random.default_rng(0).integers(0, 256, size=(9, 10, 10, 1)).astype(np.uint8)
     np.save(tmp_path / "images.npy", images)
     script = textwrap.dedent(f"""
+        import json, sys
+
+        class NotInstalled:  # the serving process has TensorFlow only
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("tfinfo", "trainers", "configs", "keras"):
+                    raise ImportError(name + " is not installed here")
+
+        sys.meta_path.insert(0, NotInstalled())
         import numpy as np, tensorflow as tf
         model = tf.saved_model.load({str(workdir / "export")!r})
         fn = model.signatures["serving_default"]
         out = list(fn(tf.constant(np.load({str(tmp_path / "images.npy")!r}))).values())[0]
         np.save({str(tmp_path / "served.npy")!r}, out.numpy())
+        json.dump(dict(variables=[v.name for v in model.variables],
+                       modules=sorted(m for m in sys.modules if m.split(".")[0] in ("tfinfo", "keras"))),
+                  open({str(tmp_path / "served.json")!r}, "w"))
     """)
     env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     served = np.load(tmp_path / "served.npy")
+    info = json.loads((tmp_path / "served.json").read_text())
+    assert info["modules"] == []
     classifier = keras.models.load_model(workdir / "classifier.keras")
+    # The classifier's variables only: no critic, regularizer state or optimizer slots.
+    assert len(info["variables"]) == len(classifier.weights), info["variables"]
+    training_only = ("critic", "lautum", "covariance", "ema", "adam", "iteration", "ensemble", "bank")
+    assert not [v for v in info["variables"] if any(t in v.lower() for t in training_only)], info["variables"]
     expected = classifier.predict(images.astype(np.float32), verbose=0)
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
     assert np.array_equal(served.argmax(-1), expected.argmax(-1))
