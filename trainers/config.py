@@ -60,6 +60,10 @@ class TransferConfig:
         probe_every: every this many stage-1 epochs, fit a linear probe on the frozen
             features of the labeled target images and log its target test accuracy
             (`transferability` in the stage-1 history); 0 = never.
+        nonfinite_policy: what a NaN or infinite loss term does: `stop` (the run ends
+            with an error naming the term, the step and the likely cause; the
+            checkpoints so far are kept) or `skip` (the step is undone and counted;
+            `results.json` has the counts; one device only).
         cache_dir: where the embedded default dataset is cached.
         verbose: Keras progress-bar verbosity (0, 1 or 2).
     """
@@ -107,6 +111,7 @@ class TransferConfig:
     ctc_beta: float = 1.0
     ctc_revitalization_epochs: int | None = None
     probe_every: int = 0
+    nonfinite_policy: str = "stop"
     cache_dir: str | None = None
     verbose: int = 1
 

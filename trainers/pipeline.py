@@ -241,7 +241,7 @@ def _train(method, config, data, workdir, stage1_cache):
     folder = os.path.join(stage1_cache, key) if stage1_cache else os.path.join(workdir, "stage1")
     stage1 = _load_stage1(classifier, folder)
     reused = stage1 is not None
-    resumed = {}
+    resumed, skipped = {}, {}
     if not reused:
         start = time.perf_counter()
         callbacks = []
@@ -250,9 +250,11 @@ def _train(method, config, data, workdir, stage1_cache):
                 data.x_labeled, data.y_labeled, data.x_target_test, data.y_target_test,
                 every_epochs=config.probe_every, feature_layer=FEATURES_LAYER,
             ))
-        runner = Runner(workdir, "stage1", callbacks=callbacks, verbose=config.verbose)
+        runner = Runner(workdir, "stage1", callbacks=callbacks, verbose=config.verbose,
+                        nonfinite_policy=config.nonfinite_policy)
         history = method.pretrain(classifier, data, config, runner=runner)
         resumed["stage1"] = runner.resumed_from
+        skipped["stage1"] = runner.skipped
         stage1 = {
             "key": key,
             "history": history,
@@ -263,9 +265,10 @@ def _train(method, config, data, workdir, stage1_cache):
     pretrain_history, pretrain_s, source_acc = stage1["history"], stage1["pretrain_s"], stage1["source_test_accuracy"]
     _reseed_stage2(classifier, config.seed + 1)
     start = time.perf_counter()
-    runner = Runner(workdir, "stage2", verbose=config.verbose)
+    runner = Runner(workdir, "stage2", verbose=config.verbose, nonfinite_policy=config.nonfinite_policy)
     finetune_history = method.finetune(classifier, data, config, runner=runner)
     resumed["stage2"] = runner.resumed_from
+    skipped["stage2"] = runner.skipped
     finetune_s = time.perf_counter() - start
     target_acc = _accuracy(classifier, data.x_target_test, data.y_target_test, config.batch_size)
     return {
@@ -283,6 +286,11 @@ def _train(method, config, data, workdir, stage1_cache):
         "wall_time_s": {"pretrain": pretrain_s, "finetune": finetune_s},
         "stage1": {"key": key, "reused": reused},
         "resumed_from_epoch": resumed,
+        "nonfinite": {
+            "policy": config.nonfinite_policy,
+            "skipped_steps": sum(fit["steps"] for stage in skipped.values() for fit in stage.values()),
+            "fits": skipped,
+        },
         "history": {"pretrain": pretrain_history, "finetune": finetune_history},
         "config": config.to_dict(),
         "classifier": classifier,

@@ -18,6 +18,7 @@ import signal
 
 import keras
 
+from tfinfo.callbacks import NonFiniteGuard
 from trainers.checkpoint import TrainingCheckpoint
 
 
@@ -39,10 +40,11 @@ class Runner:
         resume: checkpoint every epoch and resume from the checkpoints (only with a workdir).
         keep_checkpoints: how many epoch checkpoints to keep (2: the newest can be
             corrupt and the previous one is still there).
+        nonfinite_policy: `"stop"` or `"skip"` (see `tfinfo.callbacks.NonFiniteGuard`).
     """
 
     def __init__(self, workdir=None, stage="stage1", callbacks=(), verbose=0, tensorboard=True, resume=True,
-                 keep_checkpoints=2):
+                 keep_checkpoints=2, nonfinite_policy="stop"):
         self.workdir = workdir
         self.stage = stage
         self.callbacks = list(callbacks)
@@ -50,7 +52,9 @@ class Runner:
         self.tensorboard = tensorboard
         self.resume = resume
         self.keep_checkpoints = keep_checkpoints
+        self.nonfinite_policy = nonfinite_policy
         self.resumed_from = {}
+        self.skipped = {}
 
     def fit(self, model, dataset, epochs, callbacks=(), name="fit"):
         """Fits `model` on `dataset` for `epochs` (resuming if a checkpoint exists).
@@ -62,7 +66,8 @@ class Runner:
         from trainers.distributed import fit as distributed_fit
         from trainers.distributed import is_multi_worker
 
-        callbacks = list(callbacks) + self.callbacks
+        guard = NonFiniteGuard(self.nonfinite_policy)
+        callbacks = list(callbacks) + self.callbacks + [guard]
         checkpoint = None
         initial_epoch = 0
         if self.workdir is not None:
@@ -99,6 +104,9 @@ class Runner:
         history = history_dict(history)
         if checkpoint is not None:
             history = checkpoint.full_history(history)
+        if self.nonfinite_policy == "skip":  # the epochs of earlier processes included
+            self.skipped[name] = {"steps": int(sum(history.get("skipped_steps", []))), "terms": guard.skipped_terms,
+                                  "events": guard.events}
         return history
 
 

@@ -38,12 +38,14 @@ flags.DEFINE_enum("strategy", "none", ["none", "mirrored", "multi_worker"],
                   "Distribution: none (one device), mirrored (local GPUs, or --devices logical CPUs), "
                   "multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG; a custom training loop).")
 flags.DEFINE_integer("devices", None, "With --strategy mirrored: number of local devices (default: all GPUs, or 1 CPU).")
+flags.DEFINE_enum("nonfinite_policy", None, ["stop", "skip"],
+                  "A NaN/inf loss term: stop (error naming term and step) or skip (undo the step, count it).")
 flags.DEFINE_bool("deterministic", False, "Op determinism: identical reruns, resumes and exports (about 15% slower).")
 
 _OVERRIDES = (
     "method", "labeled", "seed", "source", "target", "pretrain_epochs", "finetune_epochs",
     "batch_size", "lautum_weight", "lautum_mode", "architecture", "verbose",
-    "mi_weight", "mi_estimator", "critic_steps", "critic_schedule", "probe_every",
+    "mi_weight", "mi_estimator", "critic_steps", "critic_schedule", "probe_every", "nonfinite_policy",
 )
 
 
@@ -63,6 +65,8 @@ def build_config():
 
 def main(argv):
     from absl import logging as absl_logging
+
+    from tfinfo.callbacks import NonFiniteTermError
 
     absl_logging.set_verbosity(absl_logging.WARNING)
     if len(argv) > 1:
@@ -84,6 +88,10 @@ def main(argv):
     except ValueError as error:
         print(f"tfinfo-transfer: error: {error}", file=sys.stderr)
         return 2
+    except NonFiniteTermError as error:
+        print(f"tfinfo-transfer: error: {error} The checkpoints in {FLAGS.workdir} are kept: "
+              "fix the cause and rerun the same command to resume.", file=sys.stderr)
+        return 3
     wall = sum(results["wall_time_s"].values())
     print(
         f"tfinfo-transfer: method={results['method']} labeled={results['labeled']} "
