@@ -3,7 +3,19 @@
 import dataclasses
 import importlib.util
 import json
+import math
+import numbers
 import os
+
+# Smallest value of each integer field (`None` is allowed where the field's default is None).
+_INT_MINIMUM = {
+    "labeled": 1, "seed": 0, "num_classes": 1, "image_size": 1, "channels": 1, "batch_size": 1,
+    "pretrain_epochs": 0, "finetune_epochs": 0, "refresh_every": 1, "projection_dim": 1,
+    "critic_steps": 1, "critic_epochs": 1, "classifier_epochs": 1, "te_rampup_epochs": 0,
+    "te_epochs": 0, "te_unlabeled": 0, "ctc_revitalization_epochs": 0, "probe_every": 0,
+    "verbose": 0,
+}
+_POSITIVE_FLOATS = ("learning_rate", "finetune_learning_rate", "critic_learning_rate")
 
 
 @dataclasses.dataclass
@@ -115,6 +127,33 @@ class TransferConfig:
     cache_dir: str | None = None
     verbose: int = 1
 
+    def __post_init__(self):
+        """Checks every field's type and range, so a bad value in a config file or a
+        flag is refused before any data is read or any file is written."""
+        for field in dataclasses.fields(self):
+            name, value = field.name, getattr(self, field.name)
+            if value is None and field.default is None:
+                continue
+            if name in _INT_MINIMUM:
+                integral = isinstance(value, numbers.Integral) or (
+                    isinstance(value, float) and value.is_integer())
+                if isinstance(value, bool) or not integral or value < _INT_MINIMUM[name] or (
+                        name == "seed" and value >= 2**32):
+                    allowed = "None or an integer" if field.default is None else "an integer"
+                    raise ValueError(f"Expected `{name}` to be {allowed} >= {_INT_MINIMUM[name]}"
+                                     f"{' and < 2**32' if name == 'seed' else ''}. "
+                                     f"Received: {name}={value!r}")
+                setattr(self, name, int(value))
+            elif isinstance(field.default, float):
+                if isinstance(value, bool) or not isinstance(value, numbers.Real) or (
+                        not math.isfinite(value)) or (name in _POSITIVE_FLOATS and value <= 0):
+                    allowed = "a positive number" if name in _POSITIVE_FLOATS else "a finite number"
+                    raise ValueError(f"Expected `{name}` to be {allowed}. Received: {name}={value!r}")
+                setattr(self, name, float(value))
+            elif not isinstance(value, str):
+                allowed = "None or a string" if field.default is None else "a string"
+                raise ValueError(f"Expected `{name}` to be {allowed}. Received: {name}={value!r}")
+
     def replace(self, **changes):
         """Returns a copy with `changes` applied; unknown names raise a clear error."""
         names = {f.name for f in dataclasses.fields(self)}
@@ -142,7 +181,11 @@ def load_config(path):
         raise ValueError(f"Expected an existing config file. Received: config={path!r}")
     if path.endswith(".json"):
         with open(path) as f:
-            data = json.load(f)
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"Expected a JSON object of configuration fields in {path}. "
+                                 f"Received: invalid JSON ({e})") from e
         if not isinstance(data, dict):
             raise ValueError(f"Expected a JSON object in {path}. Received: {type(data).__name__}")
         return TransferConfig().replace(**data)

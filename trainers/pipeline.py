@@ -149,6 +149,14 @@ def _check_workdir(workdir, config):
     """
     run_path = os.path.join(workdir, "run.json")
     if not os.path.isfile(run_path):
+        earlier = sorted(n for n in ("results.json", "classifier.keras", "export", "stage1", "checkpoints")
+                         if os.path.exists(os.path.join(workdir, n)))
+        if earlier:  # e.g. a run from before run.json existed: never read or overwrite it
+            raise ValueError(
+                f"Expected --workdir {workdir} to be new or to hold a run of the same configuration. "
+                f"Received: files of an earlier run without run.json: {earlier}. Use another --workdir "
+                "(nothing was changed in this one)."
+            )
         return None
     with open(run_path) as f:
         earlier = json.load(f).get("config", {})

@@ -101,9 +101,19 @@ def main(argv):
     return 0
 
 
+def _parse_flags(argv):
+    """absl's flag parsing, with a bad flag value reported like any bad input (exit code 2)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        print(f"tfinfo-transfer: error: Expected valid flags (see --helpshort). Received: {error}",
+              file=sys.stderr)
+        sys.exit(2)
+
+
 def run():
     """Console-script entry point."""
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

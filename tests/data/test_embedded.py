@@ -115,3 +115,41 @@ def test_unknown_role_is_refused(tmp_path):
     expected = r"Expected role 'source' or 'target'\. Received: role='x'"
     with pytest.raises(ValueError, match=expected):
         load_embedded("x", cache_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("tamper, reason", [
+    (lambda a: {**a, "y_train": a["y_train"] + 7}, "labels in 7..16"),
+    (lambda a: {**a, "y_test": a["y_test"].astype(np.float32)}, "labels of dtype float32"),
+    (lambda a: {**a, "x_test": a["x_test"][:, :20]}, "images of dtype uint8 and shape"),
+    (lambda a: {**a, "y_train": np.zeros_like(a["y_train"])}, "training labels missing a class"),
+    (lambda a: {**a, "x_train": a["x_train"].astype(np.float32)}, "images of dtype float32"),
+])
+def test_cache_with_unexpected_arrays_is_regenerated(tmp_path, caplog, tamper, reason):
+    first = load_embedded("target", seed=0, cache_dir=str(tmp_path), letters_per_class=10)
+    (path,) = [tmp_path / f for f in os.listdir(tmp_path)]
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    np.savez(path, **tamper(arrays))
+    with caplog.at_level(logging.WARNING):
+        second = load_embedded("target", seed=0, cache_dir=str(tmp_path), letters_per_class=10)
+    assert "Regenerating the corrupt cache file" in caplog.text and reason in caplog.text
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    (dict(seed=-1), "Expected `seed` to be a non-negative integer. Received: seed=-1"),
+    (dict(seed="0"), "Expected `seed` to be a non-negative integer. Received: seed='0'"),
+    (dict(image_size=27.5), "Expected `image_size` to be an integer >= 8. Received: image_size=27.5"),
+    (dict(image_size=4), "Expected `image_size` to be an integer >= 8. Received: image_size=4"),
+    (dict(letters_per_class=1), "Expected `letters_per_class` to be an integer >= 2. Received: letters_per_class=1"),
+    (dict(test_fraction=0.0), "Expected `test_fraction` in (0, 1). Received: test_fraction=0.0"),
+    (dict(test_fraction="0.2"), "Expected `test_fraction` in (0, 1). Received: test_fraction='0.2'"),
+    (dict(letters_per_class=2, test_fraction=0.2),
+     "Expected test_fraction=0.2 to hold out at least one image of a class of the embedded "
+     "target. Received: an empty test split of 20 images"),
+])
+def test_argument_errors(tmp_path, kwargs, expected):
+    with pytest.raises(ValueError) as info:
+        load_embedded("target", cache_dir=str(tmp_path), **kwargs)
+    assert str(info.value) == expected

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from tfinfo.data.sources import ImageSplits, _stratified_indices
+from tfinfo.data.sources import ImageSplits, _stratified_indices, check_seed
 
 logger = logging.getLogger(__name__)
 
@@ -141,16 +141,25 @@ def _generate_letters(*, seed: int, image_size: int, letters_per_class: int,
     return x[train], y[train], x[test], y[test]
 
 
-def _read_cache(path: str):
+def _read_cache(path: str, image_size: int):
+    """The cached arrays, or `None` if the file is missing or not what we wrote."""
     if not os.path.exists(path):
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = tuple(data[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-        if arrays[0].dtype != np.uint8 or arrays[0].ndim != 4 or len(arrays[0]) != len(arrays[1]):
-            raise ValueError("unexpected array shapes")
+        shape = (image_size, image_size, 1)
+        for x, y in (arrays[:2], arrays[2:]):
+            if x.dtype != np.uint8 or x.shape[1:] != shape:
+                raise ValueError(f"images of dtype {x.dtype} and shape {x.shape}")
+            if y.dtype.kind not in "iu" or y.shape != (len(x),):
+                raise ValueError(f"labels of dtype {y.dtype} and shape {y.shape}")
+            if len(y) and (y.min() < 0 or y.max() >= len(_LETTERS)):
+                raise ValueError(f"labels in {y.min()}..{y.max()}")
+        if len(np.unique(arrays[1])) != len(_LETTERS):
+            raise ValueError("training labels missing a class")
         return arrays
-    except Exception as e:  # any unreadable cache is regenerated
+    except Exception as e:  # any unreadable or unexpected cache is regenerated
         logger.warning("Regenerating the corrupt cache file %s (%s).", path, e)
         return None
 
@@ -195,7 +204,10 @@ def load_embedded(role: str = "source", *, seed: int = 0, cache_dir: str | None 
         named `"embedded_digits"` or `"embedded_letters"`.
 
     Raises:
-        ValueError: for an unknown role or invalid sizes.
+        ValueError: for an unknown role, a negative or non-integer seed, or
+            invalid sizes. A cache file that cannot be read or does not hold
+            what was written (dtype, shape, labels 0..9 with every class in
+            the training split) is regenerated, with a warning.
 
     Example:
 
@@ -205,14 +217,19 @@ def load_embedded(role: str = "source", *, seed: int = 0, cache_dir: str | None 
     """
     if role not in ("source", "target"):
         raise ValueError(f"Expected role 'source' or 'target'. Received: role={role!r}")
-    if int(image_size) != image_size or image_size < 8:
-        raise ValueError(f"Expected `image_size` >= 8. Received: image_size={image_size}")
-    if role == "target" and (int(letters_per_class) != letters_per_class or letters_per_class < 2):
-        raise ValueError("Expected `letters_per_class` >= 2. "
-                         f"Received: letters_per_class={letters_per_class}")
-    if not 0.0 < test_fraction < 1.0:
+    seed = check_seed(seed)
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or (
+            image_size < 8):
+        raise ValueError("Expected `image_size` to be an integer >= 8. "
+                         f"Received: image_size={image_size!r}")
+    if role == "target" and (isinstance(letters_per_class, bool) or not isinstance(
+            letters_per_class, (int, np.integer)) or letters_per_class < 2):
+        raise ValueError("Expected `letters_per_class` to be an integer >= 2. "
+                         f"Received: letters_per_class={letters_per_class!r}")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not (
+            0.0 < test_fraction < 1.0):
         raise ValueError("Expected `test_fraction` in (0, 1). "
-                         f"Received: test_fraction={test_fraction}")
+                         f"Received: test_fraction={test_fraction!r}")
     if role == "source":
         name, key = "embedded_digits", f"digits_seed{seed}_size{image_size}_test{test_fraction}"
         generate = functools.partial(_generate_digits, seed=seed, image_size=image_size,
@@ -225,10 +242,15 @@ def load_embedded(role: str = "source", *, seed: int = 0, cache_dir: str | None 
                                      letters_per_class=letters_per_class,
                                      test_fraction=test_fraction)
     path = os.path.join(cache_dir or _default_cache_dir(), f"embedded_v{_CACHE_VERSION}_{key}.npz")
-    arrays = _read_cache(path)
+    arrays = _read_cache(path, image_size)
     if arrays is None:
         arrays = generate()
         _write_cache(path, arrays)
     x_train, y_train, x_test, y_test = arrays
+    if not len(x_test):
+        raise ValueError(
+            f"Expected test_fraction={test_fraction} to hold out at least one image of a "
+            f"class of the embedded {role}. Received: an empty test split of "
+            f"{len(x_train)} images")
     return ImageSplits(x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32),
                        num_classes=10, name=name, original_rank=4)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 import os
 import zipfile
 
@@ -63,6 +64,34 @@ def _display(name: str) -> str:
     return name if "`" in name else f"`{name}`"
 
 
+def check_seed(seed, *, name: str = "seed") -> int:
+    """Checks a seed of NumPy's generators: a non-negative integer.
+
+    Args:
+        seed: the value to check.
+        name: the argument name used in error messages.
+
+    Returns:
+        The seed as a Python int.
+
+    Raises:
+        ValueError: for a bool, a non-integer or a negative value.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"Expected `{name}` to be a non-negative integer. "
+                         f"Received: {name}={seed!r}")
+    return int(seed)
+
+
+def _as_array(x, shown: str) -> np.ndarray:
+    """`np.asarray(x)`, with ragged or unconvertible input reported in our format."""
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"Expected {shown} to be an array of one shape and numeric dtype. "
+                         f"Received: {type(x).__name__} ({e})") from e
+
+
 def validate_images(x, *, name: str) -> np.ndarray:
     """Checks an image array and converts it to uint8 NHWC.
 
@@ -87,7 +116,7 @@ def validate_images(x, *, name: str) -> np.ndarray:
     (2, 8, 8, 1)
     """
     shown = _display(name)
-    x = np.asarray(x)
+    x = _as_array(x, shown)
     if x.dtype.kind not in "uif":
         raise ValueError(f"Expected {shown} to be a numeric image array (uint8 or float). "
                          f"Received: dtype={x.dtype}")
@@ -137,7 +166,7 @@ def validate_labels(y, *, num_images: int, name: str) -> np.ndarray:
     dtype('int32')
     """
     shown = _display(name)
-    y = np.asarray(y)
+    y = _as_array(y, shown)
     if y.dtype.kind not in "uif":
         raise ValueError(f"Expected integer class labels in {shown}. Received: dtype={y.dtype}")
     if y.ndim == 2 and y.shape[1] == 1:
@@ -214,10 +243,17 @@ def load_npz(path) -> ImageSplits:
             try:
                 arrays[key] = data[key]
             except ValueError as e:
+                if "allow_pickle" not in str(e):
+                    raise ValueError(f"Expected `{key}` in {path} to be a readable array. "
+                                     f"Received: {e}") from e
                 raise ValueError(f"Expected `{key}` in {path} to be a numeric array; object "
                                  "arrays are refused because loading them would unpickle "
                                  "(and could run) arbitrary code. Received: an object "
                                  f"(pickled) array ({e})") from e
+            except (OSError, zipfile.BadZipFile, EOFError) as e:
+                # A damaged archive member: bad CRC, truncated data, unreadable header.
+                raise ValueError(f"Expected `{key}` in {path} to be a readable array. "
+                                 f"Received: {type(e).__name__}: {e}") from e
     ranks = {k: arrays[k].ndim for k in ("x_train", "x_test")}
     x_train = validate_images(arrays["x_train"], name=f"`x_train` in {path}")
     x_test = validate_images(arrays["x_test"], name=f"`x_test` in {path}")
@@ -236,11 +272,38 @@ def load_npz(path) -> ImageSplits:
                        original_rank=ranks["x_train"])
 
 
-def _read_image_folder(folder: str, class_names: list[str]) -> tuple[list, list, int]:
-    """Reads `folder/CLASS/*` images; returns (arrays, labels, skipped count)."""
+@dataclasses.dataclass
+class _Folder:
+    """The readable images of `root/CLASS/*` and what was skipped."""
+
+    images: list
+    labels: list
+    files: list
+    readable: dict  # class name -> readable files
+    unreadable: dict  # class name -> skipped files
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.unreadable.values())
+
+
+def _decode(img) -> np.ndarray:
+    """Pixels of an opened PIL image: uint8 `(H, W)` or `(H, W, 3)`, or the raw
+    array of a 32-bit integer ("I"), float ("F") or signed 16-bit image, whose
+    range the caller checks."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N"):  # 16-bit gray: 0..65535 onto 0..255
+        return np.rint(np.asarray(img).astype(np.float64) / 257.0).astype(np.uint8)
+    if img.mode in ("I", "F") or img.mode.startswith("I;"):
+        return np.asarray(img)
+    gray = img.mode in ("1", "L", "LA", "La")
+    return np.asarray(img.convert("L" if gray else "RGB"))
+
+
+def _read_image_folder(folder: str, class_names: list[str]) -> _Folder:
+    """Reads `folder/CLASS/*` images; unreadable files are counted per class."""
     from PIL import Image
 
-    images, labels, skipped = [], [], 0
+    out = _Folder([], [], [], {c: 0 for c in class_names}, {c: 0 for c in class_names})
     for label, cls in enumerate(class_names):
         for fname in sorted(os.listdir(os.path.join(folder, cls))):
             fpath = os.path.join(folder, cls, fname)
@@ -249,16 +312,26 @@ def _read_image_folder(folder: str, class_names: list[str]) -> tuple[list, list,
             try:
                 with Image.open(fpath) as img:
                     img.load()
-                    gray = img.mode in ("1", "L", "LA", "I", "I;16", "F")
-                    images.append(np.asarray(img.convert("L" if gray else "RGB")))
+                    pixels = _decode(img)
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-                skipped += 1
+                out.unreadable[cls] += 1
                 continue
-            labels.append(label)
-    return images, labels, skipped
+            if pixels.dtype != np.uint8:  # readable, but not 8- or 16-bit: check the range
+                pixels = validate_images(pixels[np.newaxis], name=f"`{fpath}`")[0, ..., 0]
+            out.images.append(pixels)
+            out.labels.append(label)
+            out.files.append(fpath)
+            out.readable[cls] += 1
+    empty = [c for c in class_names if not out.readable[c]]
+    if empty:
+        found = ", ".join(f"{c!r} ({out.unreadable[c]} unreadable files)" if out.unreadable[c]
+                          else f"{c!r} (no files)" for c in empty)
+        raise ValueError(f"Expected at least one readable image in every class folder of "
+                         f"{folder}. Received: none in {found}")
+    return out
 
 
-def _stack_images(images: list, path: str) -> np.ndarray:
+def _stack_images(images: list, files: list, path: str) -> np.ndarray:
     """Stacks 2-D (gray) and 3-D (RGB) arrays of one size into uint8 NHWC."""
     if not images:
         raise ValueError(f"Expected readable image files in the class folders of {path}. "
@@ -267,8 +340,8 @@ def _stack_images(images: list, path: str) -> np.ndarray:
     out = np.empty((len(images),) + size + (channels,), np.uint8)
     for i, a in enumerate(images):
         if a.shape[:2] != size:
-            raise ValueError(f"Expected all images in {path} to have the size {size}. "
-                             f"Received: an image of size {a.shape[:2]}")
+            raise ValueError(f"Expected all images in {path} to have the size (height, width) "
+                             f"{size} of {files[0]}. Received: {a.shape[:2]} in {files[i]}")
         out[i] = a[..., np.newaxis] if a.ndim == 2 else a
     return out
 
@@ -285,7 +358,10 @@ def load_image_dir(path, *, seed: int = 0, test_fraction: float = 0.2) -> ImageS
     exists, it holds the class folders, and `path/test` (if present) the test
     split; without a test folder a seeded stratified split holds out
     `test_fraction` of every class. Unreadable image files (the public
-    notMNIST archive has some) are skipped, counted and logged as a warning.
+    notMNIST archive has some: empty, truncated or not images at all) are
+    skipped, counted and logged as a warning; a class folder without any
+    readable image is an error. 16-bit gray images are mapped onto 0..255;
+    32-bit integer or float images must hold values in [0, 255] (or [0, 1]).
 
     Args:
         path: the folder.
@@ -297,14 +373,21 @@ def load_image_dir(path, *, seed: int = 0, test_fraction: float = 0.2) -> ImageS
         whose `skipped_files` counts the unreadable files.
 
     Raises:
-        ValueError: if the folder has no class subfolders or readable images,
-            the class folders of `train` and `test` differ, or sizes differ.
+        ValueError: if the folder has no class subfolders, a class folder
+            (of `train` or `test`) has no readable image, the class folders
+            of `train` and `test` differ, sizes differ, pixel values are out
+            of range, or the held-out test split would be empty.
 
     Example:
 
     >>> splits = load_image_dir("/data/notMNIST_small")
     """
     path = os.fspath(path)
+    seed = check_seed(seed)
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not (
+            0.0 < test_fraction < 1.0):
+        raise ValueError("Expected `test_fraction` in (0, 1). "
+                         f"Received: test_fraction={test_fraction!r}")
     if not os.path.isdir(path):
         raise ValueError(f"Expected an existing image folder. Received: path={path!r}")
     train_dir, test_dir = os.path.join(path, "train"), os.path.join(path, "test")
@@ -312,19 +395,27 @@ def load_image_dir(path, *, seed: int = 0, test_fraction: float = 0.2) -> ImageS
     classes = _class_dirs(root)
     if not classes:
         raise ValueError(f"Expected one subfolder per class in {root}. Received: no subfolders")
-    images, labels, skipped = _read_image_folder(root, classes)
+    if root == train_dir and os.path.isdir(test_dir) and _class_dirs(test_dir) != classes:
+        raise ValueError(f"Expected the class folders of {test_dir} to be {classes}. "
+                         f"Received: {_class_dirs(test_dir)}")
+    train = _read_image_folder(root, classes)
+    skipped = train.skipped
     if root == train_dir and os.path.isdir(test_dir):
-        if _class_dirs(test_dir) != classes:
-            raise ValueError(f"Expected the class folders of {test_dir} to be {classes}. "
-                             f"Received: {_class_dirs(test_dir)}")
-        test_images, test_labels, skipped_test = _read_image_folder(test_dir, classes)
-        skipped += skipped_test
-        x = _stack_images(images + test_images, path)
-        x_train, x_test = x[:len(images)], x[len(images):]
-        y_train, y_test = np.asarray(labels, np.int32), np.asarray(test_labels, np.int32)
+        test = _read_image_folder(test_dir, classes)
+        skipped += test.skipped
+        x = _stack_images(train.images + test.images, train.files + test.files, path)
+        x_train, x_test = x[:len(train.images)], x[len(train.images):]
+        y_train = np.asarray(train.labels, np.int32)
+        y_test = np.asarray(test.labels, np.int32)
     else:
-        x, y = _stack_images(images, path), np.asarray(labels, np.int32)
+        x, y = _stack_images(train.images, train.files, path), np.asarray(train.labels, np.int32)
         train_idx, test_idx = _stratified_indices(y, test_fraction, seed)
+        if not len(test_idx):
+            raise ValueError(
+                f"Expected enough images in the class folders of {root} to hold out "
+                f"test_fraction={test_fraction} of a class as the test split (or a "
+                f"{test_dir} folder). Received: at most {int(np.bincount(y).max())} "
+                "readable images per class, an empty test split")
         x_train, y_train, x_test, y_test = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
     if skipped:
         logger.warning("Skipped %d unreadable image files in %s.", skipped, path)
@@ -344,6 +435,13 @@ def _parse_classes(value: str, spec: str) -> list[int]:
     return classes
 
 
+def _check_class_ids(classes: list[int], num_classes: int, name: str) -> None:
+    bad = [c for c in classes if not 0 <= c < num_classes]
+    if bad:
+        raise ValueError(f"Expected class ids in 0..{num_classes - 1} for tfds:{name}. "
+                         f"Received: classes={classes} (out of range: {bad})")
+
+
 def load_tfds(name: str, *, classes: list[int] | None = None,
               data_dir: str | None = None) -> ImageSplits:
     """Loads the `train` and `test` splits of a TFDS image dataset.
@@ -357,7 +455,10 @@ def load_tfds(name: str, *, classes: list[int] | None = None,
         An `ImageSplits`.
 
     Raises:
-        ValueError: if a class id is out of range or the data fail validation.
+        ValueError: for an unknown dataset name, a class id out of range
+            (checked before any data are read when the dataset's info knows
+            its classes), a split without examples (of the chosen classes),
+            or data that fail validation.
 
     Example:
 
@@ -365,10 +466,20 @@ def load_tfds(name: str, *, classes: list[int] | None = None,
     """
     import tensorflow_datasets as tfds
 
-    datasets, info = tfds.load(
-        name, split=["train", "test"], batch_size=_TFDS_BATCH_SIZE,
-        as_supervised=True, with_info=True, data_dir=data_dir, shuffle_files=False,
-    )
+    try:
+        datasets, info = tfds.load(
+            name, split=["train", "test"], batch_size=_TFDS_BATCH_SIZE,
+            as_supervised=True, with_info=True, data_dir=data_dir, shuffle_files=False,
+        )
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise ValueError("Expected the name of a registered TFDS dataset, e.g. 'mnist' or "
+                         f"'cifar100'. Received: name={name!r} (not found)") from e
+    try:
+        num_classes = int(info.features[info.supervised_keys[1]].num_classes)
+    except (AttributeError, KeyError, TypeError, IndexError):
+        num_classes = None  # unknown until the labels are read
+    if classes is not None and num_classes is not None:
+        _check_class_ids(classes, num_classes, name)  # before reading any data
     arrays = []
     for split, ds in zip(("train", "test"), datasets):
         batches = list(tfds.as_numpy(ds))
@@ -377,21 +488,23 @@ def load_tfds(name: str, *, classes: list[int] | None = None,
                              "Received: none")
         x = validate_images(np.concatenate([b[0] for b in batches]),
                             name=f"`{split}` images of tfds:{name}")
-        arrays += [x, validate_labels(np.concatenate([b[1] for b in batches]),
-                                      num_images=len(x), name=f"`{split}` labels of tfds:{name}")]
-    try:
-        num_classes = int(info.features[info.supervised_keys[1]].num_classes)
-    except (AttributeError, KeyError, TypeError, IndexError):
+        y = validate_labels(np.concatenate([b[1] for b in batches]),
+                            num_images=len(x), name=f"`{split}` labels of tfds:{name}")
+        if num_classes is not None and y.max() >= num_classes:
+            raise ValueError(f"Expected `{split}` labels of tfds:{name} in 0..{num_classes - 1} "
+                             f"(its `num_classes`). Received: labels containing {y.max()}")
+        arrays += [x, y]
+    if num_classes is None:
         num_classes = int(max(arrays[1].max(), arrays[3].max())) + 1
     if classes is not None:
-        bad = [c for c in classes if not 0 <= c < num_classes]
-        if bad:
-            raise ValueError(f"Expected class ids in 0..{num_classes - 1} for tfds:{name}. "
-                             f"Received: classes={classes}")
+        _check_class_ids(classes, num_classes, name)
         lut = np.full(num_classes, -1, np.int32)
         lut[classes] = np.arange(len(classes), dtype=np.int32)
-        for i in (0, 2):
+        for i, split in ((0, "train"), (2, "test")):
             keep = lut[arrays[i + 1]] >= 0
+            if not keep.any():
+                raise ValueError(f"Expected examples of classes {classes} in the {split} split "
+                                 f"of tfds:{name}. Received: none among {len(keep)} examples")
             arrays[i], arrays[i + 1] = arrays[i][keep], lut[arrays[i + 1][keep]]
         num_classes = len(classes)
     return ImageSplits(*arrays, num_classes=num_classes, name=name, original_rank=4)

@@ -4,16 +4,82 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 
 import numpy as np
 import tensorflow as tf
 
 from tfinfo.data.sources import ImageSplits
+from tfinfo.data.sources import check_seed
+from tfinfo.data.sources import validate_labels
 
 logger = logging.getLogger(__name__)
 
 _RANK_SHAPES = {3: "(N, H, W)", 4: "(N, H, W, C)"}
 _RESIZE_CHUNK = 4096
+_MAX_LISTED = 5  # classes listed in an error message
+
+
+def _check_count(value, name: str, minimum: int = 1) -> int:
+    """An integer (or integral float) >= `minimum`, as a Python int."""
+    integral = isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and float(value).is_integer())
+    if isinstance(value, bool) or not integral or value < minimum:
+        raise ValueError(f"Expected `{name}` to be an integer >= {minimum}. "
+                         f"Received: {name}={value!r}")
+    return int(value)
+
+
+def _check_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"Expected `{name}` to be an integer. Received: {name}={value!r}")
+    return int(value)
+
+
+def _check_batch_images(x, name: str) -> np.ndarray:
+    """Checks images handed to a pipeline: `(N, H, W, C)`, N >= 1, numeric,
+    finite and in 0..255. Returns them as an array, unchanged."""
+    try:
+        x = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"Expected `{name}` to be an array of images of one shape. "
+                         f"Received: {type(x).__name__} ({e})") from e
+    if x.dtype.kind not in "uif":
+        raise ValueError(f"Expected `{name}` to be a numeric image array (uint8 or float). "
+                         f"Received: dtype={x.dtype}")
+    if x.ndim != 4 or 0 in x.shape[1:]:
+        raise ValueError(f"Expected `{name}` to be images of shape (N, H, W, C). "
+                         f"Received: shape={x.shape}")
+    if len(x) == 0:
+        raise ValueError(f"Expected `{name}` to hold at least one image. "
+                         f"Received: shape={x.shape}")
+    if x.dtype == np.uint8:
+        return x
+    if x.dtype.kind == "f":
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        if bad:
+            raise ValueError(f"Expected finite pixel values in `{name}`. "
+                             f"Received: {bad} NaN or inf values")
+    low, high = x.min(), x.max()
+    if low < 0 or high > 255:
+        raise ValueError(f"Expected pixel values in 0..255 in `{name}`. "
+                         f"Received: min={low}, max={high}")
+    if x.dtype.kind == "f" and high <= 1.0:
+        logger.warning("The pixel values of `%s` lie in [0, 1]; the pipelines and models "
+                       "expect 0..255 (scale them by 255, or pass uint8 images).", name)
+    return x
+
+
+def _check_pipeline_labels(y, num_images: int, name: str, what: str) -> np.ndarray:
+    """Integer labels in 0.. as int32, one per image."""
+    try:
+        count = len(y)
+    except TypeError:  # a scalar
+        count = None
+    if count != num_images:
+        raise ValueError(f"Expected one label per {what} ({num_images}). "
+                         f"Received: {count if count is not None else repr(y)} labels")
+    return validate_labels(y, num_images=num_images, name=name)
 
 
 def labeled_unlabeled_split(
@@ -21,8 +87,9 @@ def labeled_unlabeled_split(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Draws a seeded, class-balanced labeled subset; the rest is unlabeled.
 
-    Every class gets `num_labeled // num_classes` labeled images; the
-    remainder goes one each to the first classes of a seeded class order.
+    Every class gets `num_labeled // num_classes` labeled images (so at
+    least one); the remainder goes one each to the first classes of a seeded
+    class order.
 
     Args:
         x: training images, shape `(N, ...)`.
@@ -37,9 +104,11 @@ def labeled_unlabeled_split(
         remaining images, and their sorted indices into `x`.
 
     Raises:
-        ValueError: if `num_labeled` is below 1 or leaves no unlabeled image,
-            a label is outside `0..num_classes-1`, or a class holds fewer
-            images than its share.
+        ValueError: if `num_labeled` is not an integer in
+            `num_classes..N-1` (every class must get a labeled image and at
+            least one image must stay unlabeled), a label is not an integer
+            in `0..num_classes-1`, a class has no training image at all, or
+            a class holds fewer images than its share.
 
     Example:
 
@@ -47,29 +116,43 @@ def labeled_unlabeled_split(
     ...     x_train, y_train, 100, num_classes=10, seed=0)
     """
     x = np.asarray(x)
-    y = np.asarray(y)
-    if len(x) != len(y):
-        raise ValueError(
-            f"Expected one label per target training image ({len(x)}). "
-            f"Received: {len(y)} labels")
-    if isinstance(num_labeled, bool) or int(num_labeled) != num_labeled or num_labeled < 1:
-        raise ValueError(f"Expected `labeled` >= 1. Received: labeled={num_labeled}")
-    num_labeled = int(num_labeled)
+    if x.ndim == 0:
+        raise ValueError("Expected target training images of shape (N, ...). "
+                         f"Received: shape={x.shape}")
+    y = _check_pipeline_labels(y, len(x), "y", "target training image")
+    num_labeled = _check_count(num_labeled, "labeled")
+    num_classes = _check_count(num_classes, "num_classes")
+    seed = check_seed(seed)
     if num_labeled > len(x):
         raise ValueError(
             f"Expected `labeled` <= the {len(x)} target training images. "
             f"Received: labeled={num_labeled}")
-    if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        bad = y.min() if y.min() < 0 else y.max()
+    if len(y) and y.max() >= num_classes:
         raise ValueError(
-            f"Expected labels in 0..{num_classes - 1}. Received: labels containing {bad}")
+            f"Expected labels in 0..{num_classes - 1}. Received: labels containing {y.max()}")
     if num_labeled == len(x):
         raise ValueError(
             "Expected at least one unlabeled target image after drawing the labeled "
             f"ones. Received: labeled={num_labeled} of {len(x)} target training images")
+    present = np.unique(y)  # sorted; no allocation of num_classes entries
+    if len(present) < num_classes:
+        missing, c, i = [], 0, 0
+        while len(missing) < _MAX_LISTED and c < num_classes:
+            if i < len(present) and present[i] == c:
+                i += 1
+            else:
+                missing.append(c)
+            c += 1
+        more = num_classes - len(present) - len(missing)
+        raise ValueError(
+            f"Expected target training images of every class 0..{num_classes - 1} "
+            f"(num_classes={num_classes}). Received: none of class"
+            f"{'es' if num_classes - len(present) > 1 else ''} {missing}"
+            f"{f' and {more} more' if more > 0 else ''}")
     if num_labeled < num_classes:
-        logger.warning("Only %d labeled images for %d classes: some classes get none.",
-                       num_labeled, num_classes)
+        raise ValueError(
+            f"Expected `labeled` >= the number of classes ({num_classes}), so that every "
+            f"class has a labeled image. Received: labeled={num_labeled}")
     rng = np.random.default_rng(seed)
     counts = np.full(num_classes, num_labeled // num_classes)
     counts[rng.permutation(num_classes)[:num_labeled % num_classes]] += 1
@@ -88,8 +171,35 @@ def labeled_unlabeled_split(
     return x[labeled], y[labeled].astype(np.int32), x[unlabeled_indices], unlabeled_indices
 
 
+def _check_geometry(splits: ImageSplits, role: str) -> None:
+    """Checks that `splits` holds uint8 `(N, H, W, C)` train and test images of one
+    shape with C in {1, 3} and one label per image (an `ImageSplits` built by hand
+    may not)."""
+    shapes = {}
+    for part in ("train", "test"):
+        x, y = getattr(splits, f"x_{part}"), getattr(splits, f"y_{part}")
+        shown = f"`x_{part}` of the {role} ({splits.name})"
+        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or (
+                x.shape[-1] not in (1, 3)) or 0 in x.shape[1:]:
+            raise ValueError(
+                f"Expected {shown} to be uint8 images of shape (N, H, W, C) with C in "
+                f"{{1, 3}}. Received: {type(x).__name__} of dtype="
+                f"{getattr(x, 'dtype', None)}, shape={getattr(x, 'shape', None)}")
+        if np.shape(y) != (len(x),):
+            raise ValueError(f"Expected one label per image in {shown} ({len(x)}). "
+                             f"Received: labels of shape {np.shape(y)}")
+        shapes[part] = x.shape[1:]
+    if shapes["train"] != shapes["test"]:
+        raise ValueError(
+            f"Expected the test images of the {role} ({splits.name}) to have the image "
+            f"shape of its training images {shapes['train']}. Received: {shapes['test']}")
+
+
 def check_compatible(source: ImageSplits, target: ImageSplits) -> None:
-    """Checks that source and target images were stored with the same rank.
+    """Checks that source and target hold images `harmonize` can bring together.
+
+    Both must hold uint8 `(N, H, W, C)` images with C in {1, 3}, one shape per
+    dataset, stored by their source with the same rank.
 
     Args:
         source: the source dataset.
@@ -97,12 +207,16 @@ def check_compatible(source: ImageSplits, target: ImageSplits) -> None:
 
     Raises:
         ValueError: if the original ranks differ, e.g. `(N, H, W)` and
-            `(N, H, W, C)`.
+            `(N, H, W, C)`, or a dataset's arrays are malformed (e.g. an
+            `ImageSplits` built by hand with 4 channels, float images, or
+            train and test images of different shapes).
 
     Example:
 
     >>> check_compatible(load_spec("tfds:mnist"), load_spec("dir:/notMNIST"))
     """
+    _check_geometry(source, "source")
+    _check_geometry(target, "target")
     if source.original_rank != target.original_rank:
         raise ValueError(
             "Expected source and target images of the same rank. Received: source rank "
@@ -161,6 +275,9 @@ def harmonize(source: ImageSplits, target: ImageSplits) -> tuple[ImageSplits, Im
     check_compatible(source, target)
     (hs, ws, cs), (ht, wt, ct) = source.image_shape, target.image_shape
     size, channels = (max(hs, ht), max(ws, wt)), max(cs, ct)
+    if abs(hs * wt - ht * ws) > 0.02 * max(hs * wt, ht * ws):
+        logger.warning("Source images of %dx%d and target images of %dx%d differ in aspect "
+                       "ratio: both are stretched to %dx%d.", hs, ws, ht, wt, *size)
     return _to_geometry(source, size, channels), _to_geometry(target, size, channels)
 
 
@@ -188,27 +305,30 @@ def transfer_dataset(x_source, y_source, x_unlabeled, *, batch_size: int, seed: 
         y_source int32)`.
 
     Raises:
-        ValueError: for a non-positive batch size, mismatched lengths, or an
-            empty side.
+        ValueError: for a batch size that is not a positive integer, a
+            non-integer seed, images that are not `(N, H, W, C)` numeric
+            arrays with finite values in 0..255, source and target images of
+            different shapes, labels that are not non-negative integers, one
+            per source image, an empty side, or (with `drop_remainder`) fewer
+            source images than `batch_size`.
 
     Example:
 
     >>> ds = transfer_dataset(x_src, y_src, x_unl, batch_size=50, seed=0)
     >>> model.fit(ds, epochs=10)
     """
-    if batch_size < 1:
-        raise ValueError(f"Expected `batch_size` >= 1. Received: batch_size={batch_size}")
-    if len(x_source) != len(y_source):
-        raise ValueError(f"Expected one label per source image ({len(x_source)}). "
-                         f"Received: {len(y_source)} labels")
-    if len(x_source) == 0 or len(x_unlabeled) == 0:
-        raise ValueError("Expected non-empty source and unlabeled target images. Received: "
-                         f"{len(x_source)} source and {len(x_unlabeled)} target images")
+    batch_size = _check_count(batch_size, "batch_size")
+    seed = _check_int(seed, "seed")
+    x_source = _check_batch_images(x_source, "x_source")
+    y_source = _check_pipeline_labels(y_source, len(x_source), "y_source", "source image")
+    x_unlabeled = _check_batch_images(x_unlabeled, "x_unlabeled")
+    if x_unlabeled.shape[1:] != x_source.shape[1:]:
+        raise ValueError(f"Expected `x_unlabeled` to have the image shape (H, W, C) of "
+                         f"`x_source` {x_source.shape[1:]}. Received: {x_unlabeled.shape[1:]}")
     if drop_remainder and len(x_source) < batch_size:
         raise ValueError(f"Expected at least `batch_size` ({batch_size}) source images. "
                          f"Received: {len(x_source)}")
-    source = tf.data.Dataset.from_tensor_slices(
-        (x_source, np.asarray(y_source, np.int32))).shuffle(
+    source = tf.data.Dataset.from_tensor_slices((x_source, y_source)).shuffle(
         len(x_source), seed=seed, reshuffle_each_iteration=True)
     target = tf.data.Dataset.from_tensor_slices(x_unlabeled).shuffle(
         len(x_unlabeled), seed=seed + 1, reshuffle_each_iteration=True).repeat()
@@ -222,7 +342,7 @@ def labeled_dataset(x, y, *, batch_size: int, shuffle: bool, seed: int = 0) -> t
     """A batched dataset of `(x float32 in 0..255, y int32)`.
 
     Args:
-        x: uint8 images, shape `(N, H, W, C)`.
+        x: uint8 images (or numbers in 0..255), shape `(N, H, W, C)`.
         y: integer labels, shape `(N,)`.
         batch_size: examples per batch; the last batch may be smaller.
         shuffle: reshuffle in a seeded order every epoch.
@@ -232,17 +352,20 @@ def labeled_dataset(x, y, *, batch_size: int, shuffle: bool, seed: int = 0) -> t
         A `tf.data.Dataset`.
 
     Raises:
-        ValueError: for a non-positive batch size or mismatched lengths.
+        ValueError: for a batch size that is not a positive integer, a
+            non-integer seed, images that are not a non-empty `(N, H, W, C)`
+            numeric array with finite values in 0..255, or labels that are
+            not non-negative integers, one per image.
 
     Example:
 
     >>> model.evaluate(labeled_dataset(x_test, y_test, batch_size=256, shuffle=False))
     """
-    if batch_size < 1:
-        raise ValueError(f"Expected `batch_size` >= 1. Received: batch_size={batch_size}")
-    if len(x) != len(y):
-        raise ValueError(f"Expected one label per image ({len(x)}). Received: {len(y)} labels")
-    ds = tf.data.Dataset.from_tensor_slices((x, np.asarray(y, np.int32)))
+    batch_size = _check_count(batch_size, "batch_size")
+    seed = _check_int(seed, "seed")
+    x = _check_batch_images(x, "x")
+    y = _check_pipeline_labels(y, len(x), "y", "image")
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y),
