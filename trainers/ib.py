@@ -46,6 +46,9 @@ flags.DEFINE_integer("plane_samples", 1000, "Test samples the information plane 
 flags.DEFINE_integer("plane_every", 1, "Measure the plane every this many epochs.")
 flags.DEFINE_integer("seed", 0, "Seed of initialization, shuffles, noise and critics.")
 flags.DEFINE_integer("verbose", 0, "Keras verbosity.")
+flags.DEFINE_enum("strategy", "none", ["none", "mirrored", "multi_worker"],
+                  "Distribution: none, mirrored (local GPUs or --devices logical CPUs), multi_worker (TF_CONFIG).")
+flags.DEFINE_integer("devices", None, "With --strategy mirrored: number of local devices.")
 
 
 def main(argv):
@@ -54,9 +57,11 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from trainers.distributed import make_strategy
     from trainers.ib_pipeline import run_ib
 
     try:
+        strategy = make_strategy(FLAGS.strategy, FLAGS.devices)  # before any op
         results = run_ib(
             FLAGS.workdir, FLAGS.objective, data=FLAGS.data, hidden=FLAGS.hidden, epochs=FLAGS.epochs,
             readout_epochs=FLAGS.readout_epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
@@ -64,7 +69,7 @@ def main(argv):
             beta=FLAGS.beta, gamma=FLAGS.gamma, noise_variance=FLAGS.noise_variance, critic_steps=FLAGS.critic_steps,
             x_critic=FLAGS.x_critic, estimator=FLAGS.estimator, plane_noise_variance=FLAGS.plane_noise_variance,
             plane_samples=FLAGS.plane_samples, plane_every=FLAGS.plane_every, seed=FLAGS.seed,
-            verbose=FLAGS.verbose)
+            verbose=FLAGS.verbose, strategy=strategy)
     except ValueError as error:
         print(f"tfinfo-ib: error: {error}", file=sys.stderr)
         return 2

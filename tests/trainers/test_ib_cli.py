@@ -33,6 +33,7 @@ def test_every_objective_runs_on_the_embedded_default_and_draws_each_layer(tmp_p
     assert sorted({(int(r["epoch"]), r["layer"]) for r in rows}) == sorted(
         (e, layer) for e in range(epochs + 1) for layer in layers)
     assert set(results["information"]) == set(layers)
+    assert list((workdir / "tensorboard" / "train").rglob("events.out.tfevents.*"))  # losses, lr
     png = (workdir / "information_plane.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     parsed = [{**r, "epoch": int(r["epoch"]), "i_x": float(r["i_x"]), "i_y": float(r["i_y"])} for r in rows]
@@ -42,10 +43,23 @@ def test_every_objective_runs_on_the_embedded_default_and_draws_each_layer(tmp_p
     assert {k: v["i_y"] for k, v in results["information"].items()} == pytest.approx(last)
 
 
+@pytest.mark.parametrize("objective", ["ib_end_to_end", "surrogate_cond_logvar"])
+def test_two_mirrored_cpus(tmp_path, objective):
+    workdir = tmp_path / "run"
+    proc = _cli(["--objective", objective, "--workdir", str(workdir), "--hidden", "32,16", "--epochs", "1",
+                 "--critic_steps", "1", "--plane_samples", "200", "--strategy", "mirrored", "--devices", "2"],
+                tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["num_replicas"] == 2 and 0.2 < results["test_accuracy"] <= 1.0
+    assert all(v == v for vs in results["history"].values() for v in vs)  # no NaN
+
+
 def test_bad_flags_are_refused_with_the_expected_values(tmp_path):
     for args, match in ((["--objective", "vib"], "Expected --objective to be one of"),
                         (["--estimator", "histogram"], "Expected --estimator to be one of"),
-                        (["--hidden", "32,x"], "Expected --hidden to be positive integers")):
+                        (["--hidden", "32,x"], "Expected --hidden to be positive integers"),
+                        (["--objective", "ib_layerwise", "--strategy", "multi_worker"], "Expected the environment")):
         proc = _cli([*args, "--workdir", str(tmp_path / "w")], tmp_path)
         assert proc.returncode == 2 and match in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "w" / "results.json").exists()
