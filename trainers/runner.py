@@ -64,7 +64,6 @@ class Runner:
             interrupted process.
         """
         from trainers.distributed import fit as distributed_fit
-        from trainers.distributed import is_multi_worker
 
         guard = NonFiniteGuard(self.nonfinite_policy)
         callbacks = list(callbacks) + self.callbacks + [guard]
@@ -95,13 +94,8 @@ class Runner:
         if steps > 0:
             dataset = dataset.repeat().skip(initial_epoch * steps)
             steps_per_epoch = steps
-        if is_multi_worker(model.distribute_strategy):
-            history = distributed_fit(model, dataset, epochs, callbacks=callbacks, verbose=self.verbose,
-                                      initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch)
-        else:
-            history = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
-                                steps_per_epoch=steps_per_epoch, verbose=self.verbose)
-        history = history_dict(history)
+        history = history_dict(distributed_fit(model, dataset, epochs, callbacks=callbacks, verbose=self.verbose,
+                                               initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch))
         if checkpoint is not None:
             history = checkpoint.full_history(history)
         if self.nonfinite_policy == "skip":  # the epochs of earlier processes included
