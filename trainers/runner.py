@@ -78,6 +78,7 @@ class Runner:
                 if initial_epoch:
                     self.resumed_from[name] = initial_epoch
                 callbacks.append(checkpoint)
+            _maybe_inject_nan(model)
             faults = os.environ.get(FAULT_INJECTION_ENV)
             if faults:
                 callbacks.append(_FaultInjection(f"{self.stage}/{name}", faults, os.path.join(self.workdir, "faults")))
@@ -145,3 +146,26 @@ class _FaultInjection(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._maybe_kill((epoch,))
+
+
+NAN_INJECTION_ENV = "TFINFO_INJECT_NAN"
+_NAN_TARGETS = {"lautum": "LautumRegularizer", "mi": "MutualInformationRegularizer", "mmd": "MMDRegularizer"}
+
+
+def _maybe_inject_nan(model):
+    """Test hook: `TFINFO_INJECT_NAN=TERM:CALL` (TERM in lautum, mi, mmd) makes that
+    regularizer of `model` NaN at its CALL-th training call (`inject_nan`)."""
+    spec = os.environ.get(NAN_INJECTION_ENV)
+    if not spec or getattr(model, "_tfinfo_nan_injected", False):
+        return
+    from tfinfo.regularizers.nan_injection import inject_nan
+
+    term, _, at_call = spec.partition(":")
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        if type(layer).__name__ == _NAN_TARGETS.get(term):
+            inject_nan(layer, int(at_call))
+            model._tfinfo_nan_injected = True
+            return
+        stack.extend(getattr(layer, "layers", []) or [])

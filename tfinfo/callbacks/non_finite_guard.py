@@ -167,7 +167,7 @@ def _sublayers(model):
             continue
         seen.add(id(layer))
         yield layer
-        stack.extend(getattr(layer, "_layers", []) or [])
+        stack.extend(getattr(layer, "layers", []) or [])
         for attr in ("regularizer", "lautum_regularizer", "critic", "classifier"):
             child = getattr(layer, attr, None)
             if isinstance(child, keras.layers.Layer):
