@@ -27,24 +27,9 @@ import shutil
 import keras
 import numpy as np
 
+from tfinfo.callbacks.non_finite_guard import training_state_variables
+
 log = logging.getLogger("tfinfo")
-
-
-def state_variables(model):
-    """Every variable that training changes: the model's (weights, non-trainable
-    state, seed generators) and its optimizers'. Deduplicated, in a stable order."""
-    variables, seen = [], set()
-    groups = [model.variables]
-    for attr in ("optimizer", "critic_optimizer"):
-        optimizer = getattr(model, attr, None)
-        if optimizer is not None:
-            groups.append(optimizer.variables)
-    for group in groups:
-        for v in group:
-            if id(v) not in seen:
-                seen.add(id(v))
-                variables.append(v)
-    return variables
 
 
 def _sha256(path):
@@ -130,7 +115,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             optimizer = getattr(self.model, attr, None)
             if optimizer is not None and not optimizer.built:
                 optimizer.build(self.model.trainable_variables)
-        variables = state_variables(self.model)
+        variables = training_state_variables(self.model)
         # Paths carry Keras's automatic name counters, which depend on what else the
         # process built: the structure is checked by count and shapes.
         shapes = [list(v.shape) for v in variables]
@@ -156,7 +141,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         tmp = folder + f".tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
-        variables = state_variables(self.model)
+        variables = training_state_variables(self.model)
         path = os.path.join(tmp, "state.npz")
         np.savez(path, **{f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)})
         meta = {

@@ -168,6 +168,21 @@ class TransferConfig:
         return dataclasses.asdict(self)
 
 
+def config_from_flags(flag_values, overrides):
+    """The run's `TransferConfig` from parsed CLI flags: `--config` (or, with no data
+    flags, the embedded default) with every flag in `overrides` that was given."""
+    if flag_values.config:
+        config = load_config(flag_values.config)
+    elif flag_values.source is None and flag_values.target is None:
+        from configs.embedded import get_config
+
+        config = get_config()
+    else:
+        config = TransferConfig()
+    changes = {name: getattr(flag_values, name) for name in overrides if getattr(flag_values, name) is not None}
+    return config.replace(**changes)
+
+
 def load_config(path):
     """Loads a config file: a Python file with `get_config()` or a JSON object of fields.
 

@@ -140,6 +140,20 @@ def _save_stage1(classifier, folder, info):
     os.replace(tmp, folder)
 
 
+def config_classifier(config, data):
+    """The classifier `config` describes, for the geometry and classes of `data`."""
+    return build_classifier(
+        config.architecture,
+        input_shape=data.x_source.shape[1:],
+        num_classes=data.num_classes,
+        image_size=config.image_size,
+        channels=config.channels,
+        dropout=config.dropout,
+        noise_stddev=config.noise_stddev,
+        seed=config.seed,
+    )
+
+
 def _check_workdir(workdir, config):
     """Returns the finished results of this config in `workdir`, or None to (re)start.
 
@@ -235,16 +249,7 @@ def run_transfer(config, workdir, stage1_cache=None, strategy=None, deterministi
 
 def _train(method, config, data, workdir, stage1_cache):
     """Both stages inside the strategy's scope; returns the results and the classifier."""
-    classifier = build_classifier(
-        config.architecture,
-        input_shape=data.x_source.shape[1:],
-        num_classes=data.num_classes,
-        image_size=config.image_size,
-        channels=config.channels,
-        dropout=config.dropout,
-        noise_stddev=config.noise_stddev,
-        seed=config.seed,
-    )
+    classifier = config_classifier(config, data)
     key = stage1_key(config)
     folder = os.path.join(stage1_cache, key) if stage1_cache else os.path.join(workdir, "stage1")
     stage1 = _load_stage1(classifier, folder)

@@ -50,17 +50,10 @@ _OVERRIDES = (
 
 
 def build_config():
-    from trainers.config import TransferConfig
-    from trainers.config import load_config
+    """The base `TransferConfig`: --config (or the embedded default) with the flag overrides."""
+    from trainers.config import config_from_flags
 
-    if FLAGS.config:
-        config = load_config(FLAGS.config)
-    else:
-        from configs.embedded import get_config
-
-        config = get_config() if FLAGS.source is None and FLAGS.target is None else TransferConfig()
-    changes = {name: getattr(FLAGS, name) for name in _OVERRIDES if getattr(FLAGS, name) is not None}
-    return config.replace(**changes)
+    return config_from_flags(FLAGS, _OVERRIDES)
 
 
 def main(argv):

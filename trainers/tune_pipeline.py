@@ -470,21 +470,12 @@ def _run_execution(method, data, x_val, y_val, config, logdir=None, hparams=None
     import keras
     import keras_tuner
 
-    from tfinfo.architectures import build_classifier
     from trainers.pipeline import _reseed_stage2
+    from trainers.pipeline import config_classifier
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
-    classifier = build_classifier(
-        config.architecture,
-        input_shape=data.x_source.shape[1:],
-        num_classes=data.num_classes,
-        image_size=config.image_size,
-        channels=config.channels,
-        dropout=config.dropout,
-        noise_stddev=config.noise_stddev,
-        seed=config.seed,
-    )
+    classifier = config_classifier(config, data)
 
     def tensorboard(stage):
         if logdir is None:

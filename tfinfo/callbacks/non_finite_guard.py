@@ -24,13 +24,16 @@ class NonFiniteTermError(RuntimeError):
     """A loss or regularizer value became NaN or infinite (policy `"stop"`)."""
 
 
-def _state_variables(model):
-    variables, seen = [], set()
-    groups = [model.variables, model.metrics_variables]
+def training_state_variables(model, include_metrics=False):
+    """Every variable training changes: the model's (weights, non-trainable state, seed
+    generators), its optimizers' (`optimizer`, `critic_optimizer`) and, with
+    `include_metrics`, its metrics'. Deduplicated, in a stable order."""
+    groups = [model.variables] + ([model.metrics_variables] if include_metrics else [])
     for attr in ("optimizer", "critic_optimizer"):
         optimizer = getattr(model, attr, None)
         if optimizer is not None:
             groups.append(optimizer.variables)
+    variables, seen = [], set()
     for group in groups:
         for v in group:
             if id(v) not in seen:
@@ -179,7 +182,7 @@ def _wrap_train_step(model):
     inner = model.train_step
 
     def train_step(data):
-        variables = _state_variables(model)
+        variables = training_state_variables(model, include_metrics=True)
         before = [tf.identity(v) for v in variables]
         logs = inner(data)
         flags = {k: tf.logical_not(tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32))))
