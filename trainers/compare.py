@@ -20,6 +20,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -57,6 +58,14 @@ def load_compare_config(path):
     if not isinstance(config.base, TransferConfig):
         raise ValueError(f"Expected `base` to be a TransferConfig. Received: {type(config.base).__name__}")
     return config
+
+
+def _is_failed_run_of_another_config(run_dir, config):
+    path = os.path.join(run_dir, "run.json")
+    if not os.path.isfile(os.path.join(run_dir, "error.txt")) or not os.path.isfile(path):
+        return False
+    with open(path) as f:
+        return json.load(f).get("config") != config.to_dict()
 
 
 def run_name(method, labeled, seed):
@@ -97,6 +106,10 @@ def run_all(compare, workdir, log=print):
                         method=method, labeled=int(labeled), seed=int(seed),
                         **compare.method_overrides.get(method, {}),
                     )
+                    if _is_failed_run_of_another_config(run_dir, config):
+                        # This comparison owns the folder: a run that failed under an
+                        # earlier config (e.g. the bad option now fixed) starts over.
+                        shutil.rmtree(run_dir)
                     log(f"[{done}/{total}] {name}: running")
                     keras.backend.clear_session()
                     try:

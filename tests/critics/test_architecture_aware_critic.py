@@ -236,3 +236,21 @@ def test_mismatched_sync_and_z_size_raise_expected_received():
         fresh((x, z[:, :3]))
     with pytest.raises(ValueError, match=r"Expected a built critic"):
         ArchitectureAwareCritic.from_network(net, 2).adapt(x)
+
+
+def test_head_follows_the_critic_dtype_and_the_copy_keeps_the_network_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        network = _network()
+        critic = ArchitectureAwareCritic.from_network(network, 2, dtype="float32")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    x, z = _data()
+    critic((x, z))
+    assert critic.head.dtype_policy.name == "float32"
+    # The copy computes F_2 as the network does, in its layers' own precision.
+    dense = [layer for layer in critic.feature_network.layers if isinstance(layer, keras.layers.Dense)]
+    assert [layer.compute_dtype for layer in dense] == ["float16"] * 2
+    expected = ArchitectureAwareCritic.sub_network(network, 2)(x)
+    assert expected.dtype == tf.float16
+    np.testing.assert_array_equal(critic.features(x).numpy(), np.asarray(expected, np.float32))

@@ -106,3 +106,40 @@ def test_marginal_pairs_never_join_aligned_samples(marginal):
             assert sorted(j for _, j in pairs) == list(range(n))
     if marginal == "shuffle":
         assert len(seen) > n  # fresh permutations from the generator
+
+
+def test_random_permutations_are_the_same_under_xla_and_advance_the_generator():
+    from tfinfo.critics.marginals import random_bits
+    from tfinfo.critics.marginals import random_permutation
+
+    def draws(jit_compile):
+        generator = keras.random.SeedGenerator(5)
+        step = tf.function(lambda: random_permutation(tf.constant(16), generator), jit_compile=jit_compile)
+        return [step().numpy() for _ in range(3)]
+
+    graph, xla = draws(False), draws(True)
+    for a, b in zip(graph, xla):
+        np.testing.assert_array_equal(a, b)
+        assert sorted(a) == list(range(16))
+    assert not np.array_equal(graph[0], graph[1])  # each draw advances the generator
+    # Distinct bits for distinct indices, about uniform; every position equally likely.
+    bits = random_bits(100_000, tf.constant([3, 4])).numpy().astype(np.float64)
+    assert len(np.unique(bits)) == len(bits)
+    assert bits.mean() / 2**32 == pytest.approx(0.5, abs=0.005)
+    first = np.array([np.argmax(random_permutation(4, tf.constant([s, 0])).numpy() == 0) for s in range(2000)])
+    counts = np.bincount(first, minlength=4)
+    assert np.all(np.abs(counts - 500) < 4 * np.sqrt(2000 * 0.25 * 0.75))
+
+
+def test_concat_critic_under_mixed_precision_mixes_float32_inputs_and_half_features():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        critic = ConcatCritic((8,))
+        x = tf.random.normal((5, 6))
+        z = tf.cast(tf.random.normal((5, 3)), tf.float16)
+        scores = critic((x, z))
+        matrix = critic.score_matrix(x, z)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert scores.dtype == tf.float16 and scores.shape == (5,)
+    np.testing.assert_allclose(np.diag(matrix.numpy().astype(np.float32)), scores.numpy(), rtol=1e-2, atol=1e-2)

@@ -10,7 +10,9 @@ called inside the mode's strategy scope and under its dtype policy. MODES is a c
 list of `single`, `mirrored` (two logical CPUs), `xla` (`jit_compile=True`),
 `mixed_float16`, `mixed_bfloat16`. OUT.npz receives, per mode, the initial and final
 value of every model variable, the epoch's logs, and the largest difference between
-the replicas' copies of any variable.
+the replicas' copies of any variable; and the same for the variables of the model's
+`optimizer` and, if any, `critic_optimizer` (slots, iterations; under `mixed_float16`
+those of the `LossScaleOptimizer` wrappers).
 """
 
 import importlib
@@ -40,6 +42,15 @@ def _replica_spread(variable):
     return max(float(np.max(np.abs(np.asarray(v.numpy(), np.float64) - first), initial=0.0)) for v in values[1:])
 
 
+def _optimizer_variables(model):
+    variables = []
+    for attr in ("optimizer", "critic_optimizer"):
+        optimizer = getattr(model, attr, None)
+        if optimizer is not None:
+            variables += list(optimizer.variables)
+    return variables
+
+
 def run(factory, mode):
     keras.backend.clear_session()  # the same layer names in every mode
     keras.mixed_precision.set_global_policy(mode if mode.startswith("mixed_") else "float32")
@@ -54,8 +65,14 @@ def run(factory, mode):
     logs = {k: float(v[-1]) for k, v in history.items()}
     spread = max((_replica_spread(w) for w in model.weights), default=0.0)
     names = [w.path for w in model.weights]
+    slots = _optimizer_variables(model)
+    optimizer = {
+        "final": [np.array(v.numpy()) for v in slots],
+        "names": [v.path for v in slots],
+        "replica_spread": max((_replica_spread(v) for v in slots), default=0.0),
+    }
     keras.mixed_precision.set_global_policy("float32")
-    return initial, final, logs, spread, names
+    return initial, final, logs, spread, names, optimizer
 
 
 def main(spec, modes, out):
@@ -63,11 +80,19 @@ def main(spec, modes, out):
     factory = getattr(importlib.import_module(module), function)
     arrays, meta = {}, {}
     for mode in modes.split(","):
-        initial, final, logs, spread, names = run(factory, mode)
+        initial, final, logs, spread, names, optimizer = run(factory, mode)
         for i, (a, b) in enumerate(zip(initial, final)):
             arrays[f"{mode}/initial/{i}"] = a
             arrays[f"{mode}/final/{i}"] = b
-        meta[mode] = {"logs": logs, "replica_spread": spread, "names": names}
+        for i, a in enumerate(optimizer["final"]):
+            arrays[f"{mode}/optimizer/{i}"] = a
+        meta[mode] = {
+            "logs": logs,
+            "replica_spread": spread,
+            "names": names,
+            "optimizer_names": optimizer["names"],
+            "optimizer_replica_spread": optimizer["replica_spread"],
+        }
     arrays["meta"] = np.array(json.dumps(meta))
     np.savez(out, **arrays)
 

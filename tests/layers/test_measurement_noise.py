@@ -120,3 +120,35 @@ def test_variance_must_be_positive(variance):
 def test_bad_seed_raises():
     with pytest.raises(ValueError, match=r"Expected `seed` to be an integer or None\. Received: seed='a'"):
         MeasurementNoise(variance=1.0, seed="a")
+
+
+def test_portable_draws_are_the_same_under_xla_and_have_their_distribution():
+    from tfinfo.layers.measurement_noise import portable_normal
+    from tfinfo.layers.measurement_noise import portable_randint
+
+    draws = []
+    for jit_compile in (False, True):
+        generator = keras.random.SeedGenerator(4)
+
+        def draw(generator=generator):
+            return portable_normal((20_000,), generator, stddev=2.0), portable_randint((2_000,), 3, 17, generator)
+
+        step = tf.function(draw, jit_compile=jit_compile)
+        draws.append([[t.numpy() for t in step()] for _ in range(2)])
+    (normal, ints), (normal_next, _) = draws[0]
+    for (a, b), (c, d) in zip(draws[0], draws[1]):
+        np.testing.assert_allclose(c, a, rtol=0, atol=1e-5)  # float rounding of log and cos only
+        np.testing.assert_array_equal(d, b)
+    assert not np.allclose(normal, normal_next)  # the generator advances
+    low, high = _variance_interval(normal)
+    assert low < 4.0 < high and abs(normal.mean()) < 5 * 2.0 / np.sqrt(normal.size)
+    assert ints.dtype == np.int32 and set(np.unique(ints)) == set(range(3, 17))
+
+
+def test_sample_under_xla_equals_graph_mode():
+    x = tf.zeros((32, 3))
+    samples = []
+    for jit_compile in (False, True):
+        noise = MeasurementNoise(variance=2.0, seed=1)
+        samples.append(tf.function(noise.sample, jit_compile=jit_compile)(x).numpy())
+    np.testing.assert_allclose(samples[1], samples[0], rtol=0, atol=1e-5)

@@ -1,4 +1,8 @@
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -9,6 +13,7 @@ from scipy import stats
 from tfinfo.layers import ZERO_ENTROPY_VARIANCE
 from tfinfo.layers import ZeroEntropyNoise
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGET = 1.0 / (2.0 * math.pi * math.e)  # written out again: the test must not trust the module
 
 
@@ -117,3 +122,48 @@ def test_saved_model_file_round_trip(tmp_path):
 def test_bad_arguments_raise(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern.replace("(", r"\(").replace(")", r"\)")):
         ZeroEntropyNoise(**kwargs)
+
+
+def test_xla_draws_the_same_noise_as_graph_mode():
+    x = tf.zeros((64, 5))
+    draws = []
+    for jit_compile in (False, True):
+        layer = ZeroEntropyNoise(seed=3)
+        step = tf.function(lambda t, layer=layer: layer(t), jit_compile=jit_compile)
+        draws.append(np.stack([step(x).numpy() for _ in range(2)]))
+    # keras.random.normal would differ completely: XLA derives other numbers from the seed.
+    np.testing.assert_allclose(draws[1], draws[0], rtol=0, atol=1e-6)
+    assert np.abs(draws[0][0] - draws[0][1]).max() > 0.1  # a new draw on every call
+
+
+@pytest.mark.slow  # a fresh process (logical devices must precede any TF op): ~6-10 s
+def test_each_replica_gets_the_noise_of_its_rows_in_the_global_batch():
+    """Two CPU replicas with uneven halves (3 + 2 rows) of a 5-row batch, two calls: the
+    concatenated outputs equal one device's on the whole batch."""
+    script = textwrap.dedent(
+        """
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from tfinfo.layers import ZeroEntropyNoise
+        x = tf.constant(np.arange(15, dtype="float32").reshape(5, 3))
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            layer = ZeroEntropyNoise(seed=7)
+        def replica_fn():
+            first = tf.distribute.get_replica_context().replica_id_in_sync_group == 0
+            rows = tf.where(first, tf.range(3), tf.range(3, 6))[: tf.where(first, 3, 2)]
+            return layer(tf.gather(x, rows))
+        step = tf.function(lambda: strategy.run(replica_fn))
+        replicas = [np.concatenate([v.numpy() for v in strategy.experimental_local_results(step())]) for _ in range(2)]
+        one = ZeroEntropyNoise(seed=7)
+        single = [one(x).numpy() for _ in range(2)]
+        print(float(np.max(np.abs(np.array(replicas) - np.array(single)))), float(np.std(single[0] - x.numpy())))
+        """
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    difference, noise_std = map(float, proc.stdout.strip().splitlines()[-1].split())
+    assert difference < 1e-6
+    assert noise_std > 0.1  # the noise is there

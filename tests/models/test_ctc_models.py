@@ -195,6 +195,20 @@ def test_stage_1_fit_logs_ce_ias_and_their_combination_and_visits_every_row():
     assert result["loss"] == pytest.approx(result["ce"]) and np.isfinite(result["ce"])
 
 
+def test_compile_builds_the_optimizer_and_a_training_pair_calls_the_classifier():
+    x, y = _data(n=8)
+    classifier = _classifier()
+    stage_1 = InformationAggregationModel(classifier, num_examples=len(x), embedding_dim=8, seed=0)
+    stage_2 = InformationRevitalizationModel(classifier, information_bank=stage_1)
+    for model in (stage_1, stage_2):
+        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+        # Built on what the step trains (classifier and head), before the step is traced.
+        trained = classifier.trainable_variables + model.projection_head.trainable_variables
+        assert model.optimizer.built and len(model.optimizer.variables) == 2 + len(trained)
+        # Keras calls the model on the `x` of a training batch, `(images, index)`, under a strategy.
+        np.testing.assert_array_equal(model((x, np.arange(8)), training=False).numpy(), classifier(x).numpy())
+
+
 def test_stage_1_keras_round_trip_restores_the_bank_and_the_config(tmp_path):
     x, y = _data()
     model = InformationAggregationModel(

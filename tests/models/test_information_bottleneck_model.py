@@ -128,3 +128,36 @@ def test_aa_mine_copy_follows_the_network_and_reaches_the_closed_form():
     np.testing.assert_array_equal(critic.feature_network.weights[0].numpy(), seen[-1])
     # Trained with CE the layer moves a little; the estimate tracks its closed form.
     assert history.history["i_x"][-1] == pytest.approx(_gaussian_mi(seen[-1], 0.5), rel=0.2)
+
+
+@pytest.mark.parametrize("x_critic", ["mine", "aa_mine"])
+def test_mixed_float16_scales_both_losses_and_keeps_the_statistics_in_float32(x_critic):
+    x, y = _data(64, 3)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = keras.Input((3,))
+        hidden = keras.layers.Dense(4, activation="tanh", name="hidden")(inputs)
+        net = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        model = InformationBottleneckModel(net, alpha=1.0, beta=0.5, gamma=0.1, critic_steps=2, x_critic=x_critic,
+                                           seed=0)
+        model.adapt(x)
+        model.compile(optimizer=keras.optimizers.SGD(1e-2), critic_optimizer=keras.optimizers.SGD(1e-2))
+        critics = [getattr(r.critic, "head", r.critic) for r in (model.x_regularizer, model.y_regularizer)]
+        before = [v.numpy().copy() for c in critics for v in c.trainable_variables]
+        history = model.fit(x, y, batch_size=32, epochs=1, verbose=0).history
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    # The network and the critics in half precision, both updated through loss scaling
+    # (an unscaled half-precision gradient would be divided by the scale, 2^15).
+    assert net.get_layer("hidden").compute_dtype == "float16"
+    assert all(c.compute_dtype == "float16" for c in critics)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(model.critic_optimizer, keras.optimizers.LossScaleOptimizer)
+    after = [v.numpy() for c in critics for v in c.trainable_variables]
+    assert min(np.abs(a - b).max() for a, b in zip(after, before)) > 1e-5  # every critic variable moved
+    # The bounds' state (MINE's moving averages) and the input statistics are float32.
+    for regularizer in (model.x_regularizer, model.y_regularizer):
+        assert regularizer.compute_dtype == "float32"
+        assert regularizer.log_moving_average.dtype == "float32"
+    assert all(np.isfinite(v[-1]) for v in history.values())
+    assert all(w.dtype == "float32" for w in model.weights if "float" in w.dtype)

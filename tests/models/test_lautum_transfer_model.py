@@ -117,3 +117,11 @@ def test_mismatched_regularizer_is_refused():
     classifier = build_classifier("small", input_shape=SHAPE, image_size=12)
     with pytest.raises(ValueError, match="Expected a regularizer projecting 10 logits. Received: regularizer.num_outputs=3"):
         LautumTransferModel(classifier, LautumRegularizer(num_outputs=3, input_shape_hint=SHAPE))
+
+
+def test_called_on_a_training_pair_answers_with_the_source_logits():
+    # Under a distribution strategy Keras builds the compiled loss by calling the model on
+    # the `x` of a training batch, the pair `(x_source, x_target)`.
+    xs, _, xt = _data(n=6)
+    model = _model(xt)
+    np.testing.assert_array_equal(model((xs, xt)).numpy(), model.classifier(xs).numpy())

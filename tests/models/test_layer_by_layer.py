@@ -68,3 +68,22 @@ def test_bad_arguments_are_refused():
         train_layer_by_layer(_mlp(), x, y, epochs_per_layer=0)
     with pytest.raises(ValueError, match="Expected `y` to be 20 integer labels"):
         train_layer_by_layer(_mlp(), x, y.astype(np.float32))
+
+
+def test_build_layer_stage_freezes_the_other_layers_and_compiles_both_optimizers():
+    from tfinfo.models.layer_by_layer import build_layer_stage
+
+    net = _mlp()
+    x, _ = _blobs(64)
+    optimizer, critic_optimizer = keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.2, momentum=0.9)
+    model = build_layer_stage(net, "h2", x, beta=0.01, critic_steps=3, x_critic="aa_mine", seed=2,
+                              optimizer=optimizer, critic_optimizer=critic_optimizer)
+    assert [layer.name for layer in net.layers if layer.trainable and layer.weights] == ["h2"]
+    assert (model.layer, model.alpha, model.beta, model.gamma, model.critic_steps) == ("h2", 0.0, 1.0, 0.01, 3)
+    assert model.optimizer is optimizer and model.critic_optimizer is critic_optimizer
+    # Built at compile time (in the caller's strategy scope), on their own variables.
+    assert optimizer.built and critic_optimizer.built
+    assert len(critic_optimizer.variables) > len(model._critic_variables())  # momenta of the critics
+    # The critic's copy is layers 1..2 of the network, synced by `adapt`.
+    copy = model.x_regularizer.critic.feature_network.weights
+    np.testing.assert_array_equal(copy[2].numpy(), net.get_layer("h2").kernel.numpy())

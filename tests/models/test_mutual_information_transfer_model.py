@@ -208,3 +208,35 @@ def test_mi_regularization_lowers_the_information_target_features_carry():
     # Measured: about 5.5 -> 3.4 nats (independent) and 2.2 -> 0.0 (the training critic).
     assert independent[5.0] < independent[0.0] - 1.0, independent
     assert logged[5.0] < logged[0.0] - 1.0, logged
+
+
+def test_mixed_float16_wraps_both_optimizers_in_loss_scaling_and_saves_them_unwrapped():
+    _, _, xt = _data(n=16)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = _model(xt)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(model.critic_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.critic_optimizer.built
+    config = model.get_compile_config()["critic_optimizer"]
+    assert config["class_name"] == "Adam"
+    # Under float32 nothing is wrapped.
+    assert not isinstance(_model(xt).critic_optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_set_phase_retraces_the_step_for_the_new_phase():
+    xs, ys, xt = _data(n=40)
+    model = _model(xt)
+    model.fit(_dataset(xs, ys, xt), epochs=1, verbose=0)
+    first = model.train_function
+    model.set_phase("critic")
+    assert model.train_function is not first  # rebuilt: the next step is traced anew
+    before = _snapshot(model.classifier.trainable_variables)
+    model.fit(_dataset(xs, ys, xt), epochs=1, verbose=0)
+    assert not any(_changed(before, model.classifier.trainable_variables))
+    # A phase restored into the variable (as from a checkpoint) is picked up by `fit`.
+    model.phase.assign(0)
+    model.fit(_dataset(xs, ys, xt), epochs=1, verbose=0)
+    assert all(_changed(before, model.classifier.trainable_variables))

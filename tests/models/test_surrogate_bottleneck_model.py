@@ -50,3 +50,11 @@ def test_config_round_trip_and_bad_arguments(tmp_path):
         SurrogateBottleneckModel(_net(), ActivationL2Regularizer(), layer="noisy", weight=-1)
     with pytest.raises(ValueError, match="Expected `layer` to name one of the classifier's layers"):
         SurrogateBottleneckModel(_net(), ActivationL2Regularizer(), layer="nope")
+
+
+def test_compile_builds_the_optimizer_on_the_classifier():
+    net = _net()
+    model = SurrogateBottleneckModel(net, ActivationL2Regularizer(), layer="noisy")
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    # Built before the step is traced (no second trace); iteration, learning rate, momenta.
+    assert model.optimizer.built and len(model.optimizer.variables) == 2 + len(net.trainable_variables)

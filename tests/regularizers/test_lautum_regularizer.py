@@ -192,3 +192,39 @@ def test_get_config_round_trip():
     clone = LautumRegularizer.from_config(reg.get_config())
     assert clone.get_config() == reg.get_config()
     assert clone.feature_dim == 3 and clone.input_dim == 16
+
+
+def test_projection_draws_are_the_same_under_xla():
+    def draws(jit_compile):
+        reg = LautumRegularizer(num_outputs=5, input_shape_hint=(4,), seed=7)
+        def resample():
+            reg.resample_projection()
+            return tf.convert_to_tensor(reg.projection)
+
+        step = tf.function(resample, jit_compile=jit_compile)
+        return [reg.projection.numpy()] + [step().numpy() for _ in range(2)]
+
+    graph, xla = draws(False), draws(True)
+    np.testing.assert_allclose(np.array(xla), np.array(graph), rtol=1e-6)
+    assert not np.allclose(graph[1], graph[2])
+
+
+def test_statistics_stay_float32_under_a_mixed_policy():
+    rng = np.random.default_rng(0)
+    x_target = rng.uniform(0, 1, size=(64, 3, 3, 1)).astype(np.float32)
+    x, w = rng.uniform(0, 1, size=(16, 3, 3, 1)), rng.normal(size=(16, 3, 3, 1))
+    values = {}
+    for policy in ("float32", "mixed_float16"):
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            reg = LautumRegularizer(num_outputs=3, input_shape_hint=(3, 3, 1), ema_decay=0.5, seed=0)
+            reg.adapt(x_target)
+            # Half-precision inputs (as a network under the policy produces) are cast up.
+            surrogate, value = reg((tf.cast(x, tf.float16), tf.cast(w, tf.float16)), training=True)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        assert reg.dtype_policy.name == "float32"
+        assert surrogate.dtype == value.dtype == tf.float32
+        assert all(v.dtype in ("float32", "int64", "bool") for v in reg.weights)
+        values[policy] = float(value)
+    assert values["mixed_float16"] == pytest.approx(values["float32"], rel=1e-6)

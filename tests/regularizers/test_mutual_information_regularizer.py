@@ -89,3 +89,20 @@ def test_config_round_trip_keeps_the_critic_and_options():
 def test_bad_arguments_name_themselves(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MutualInformationRegularizer(**kwargs)
+
+
+def test_mixed_policy_runs_the_critic_in_half_precision_and_the_bound_in_float32():
+    x, z, _ = correlated_gaussians(64, 2, 0.8, seed=0)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        reg = MutualInformationRegularizer(ConcatCritic((16,)), estimator="smile", seed=0)
+        reg.build(((None, 2), (None, 2)))
+        reg.adapt(x)
+        bound = reg((x.astype(np.float32), z.astype(np.float16)), training=True)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert reg.dtype_policy.name == "float32" and reg.critic.dtype_policy.name == "mixed_float16"
+    assert bound.value.dtype == bound.surrogate.dtype == tf.float32
+    assert reg.x_mean.dtype == reg.log_moving_average.dtype == "float32"
+    assert np.isfinite(float(bound.value))
+    assert reg.get_config()["cross_replica"] is True

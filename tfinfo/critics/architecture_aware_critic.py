@@ -126,7 +126,10 @@ class ArchitectureAwareCritic(keras.layers.Layer):
         self.feature_network = _clone(feature_network)
         self.train_copy = bool(train_copy)
         self.feature_network.trainable = self.train_copy
-        self.head = ConcatCritic(hidden_units, activation=activation, name="head")
+        # The head computes in the critic's dtype policy (e.g. float32 under a mixed
+        # policy); the copy keeps the network's layers' own policies, so `F_i(x)` is
+        # computed exactly as the network computes `L_i`.
+        self.head = ConcatCritic(hidden_units, activation=activation, name="head", dtype=self.dtype_policy)
         self.hidden_units = self.head.hidden_units
         self.activation = self.head.activation
         # A tuple of arrays: held until the copy is built, never tracked as state.

@@ -104,8 +104,9 @@ class ConcatCritic(keras.layers.Layer):
 
     def call(self, inputs):
         x, z = inputs
-        joint = tf.concat([_flatten(x), tf.cast(_flatten(z), self.compute_dtype)], axis=-1)
-        joint = tf.cast(joint, self.compute_dtype)
+        joint = tf.concat(
+            [tf.cast(_flatten(x), self.compute_dtype), tf.cast(_flatten(z), self.compute_dtype)], axis=-1
+        )
         return self._head(self.hidden_layers[0](joint))
 
     def score_matrix(self, x, z):

@@ -21,6 +21,13 @@ def indexed_dataset(x, y, batch_size, seed=0, shuffle=True):
     not `N` images. Pixels keep their range and are cast to float32; the
     classifier rescales them.
 
+    Each new iterator draws the next order: under a `tf.distribute` strategy
+    Keras's `fit` iterates the dataset once before the first epoch (to build the
+    model), so its epochs see the second, third, ... orders, not the ones a
+    single-device `fit` sees. Compare single-device and distributed runs with
+    `shuffle=False` (every global batch is then split between the replicas in
+    order).
+
     Args:
         x: images (or any numeric features), shape `(N, ...)`, N >= 1.
         y: integer labels (>= 0), shape `(N,)`.

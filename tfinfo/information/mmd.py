@@ -213,7 +213,11 @@ def pairwise_squared_distances(x, y):
 def _self_distances(z):
     """Pairwise squared distances within `z` with an exactly-zero diagonal."""
     d = pairwise_squared_distances(z, z)
-    return tf.linalg.set_diag(d, tf.zeros(tf.shape(d)[:1], d.dtype))
+    # A mask rather than `tf.linalg.set_diag`: the latter's gradient builds its zero
+    # diagonal from a shape computed under `cond`, which XLA cannot compile for a
+    # dynamic batch size.
+    diagonal = tf.linalg.band_part(tf.ones_like(d), 0, 0) > 0
+    return tf.where(diagonal, tf.zeros_like(d), d)
 
 
 @_no_autograph

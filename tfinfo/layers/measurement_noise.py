@@ -4,6 +4,73 @@ import math
 import numbers
 
 import keras
+import tensorflow as tf
+
+_PHILOX = 1  # `tf.random.Algorithm.PHILOX.value`
+_MANTISSA_BITS = 24
+
+
+def _key_and_counter(seed_generator):
+    """Philox key and counter from a `keras.random.SeedGenerator`'s state `[seed, step]`
+    (advancing it): key `seed`, counter `(0, step)`, so successive draws never overlap."""
+    state = tf.cast(seed_generator.next(), tf.int64)
+    key = tf.bitcast(state[:1], tf.uint64)
+    counter = tf.bitcast(tf.stack([tf.zeros_like(state[1]), state[1]]), tf.uint64)
+    return key, counter
+
+
+def portable_randint(shape, minval, maxval, seed_generator):
+    """Uniform int32 integers in `[minval, maxval)` that are the same in graph mode, under
+    XLA and on every replica holding the same generator state.
+
+    `keras.random` draws from a seed variable through an op whose XLA kernel derives
+    another Philox key than the CPU and GPU kernels, so a `jit_compile=True` step draws
+    other numbers than graph mode. Here the key and counter are formed explicitly and
+    only the integer generator is used, whose bits XLA reproduces.
+
+    Args:
+        shape: output shape (a list or an int32 tensor; dynamic sizes are fine).
+        minval, maxval: Python ints, `minval < maxval`.
+        seed_generator: a `keras.random.SeedGenerator` (advanced by one).
+
+    Returns:
+        An int32 tensor of `shape`.
+    """
+    key, counter = _key_and_counter(seed_generator)
+    return tf.raw_ops.StatelessRandomUniformIntV2(
+        shape=tf.cast(shape, tf.int32),
+        key=key,
+        counter=counter,
+        alg=tf.constant(_PHILOX, tf.int32),
+        minval=tf.constant(int(minval), tf.int32),
+        maxval=tf.constant(int(maxval), tf.int32),
+    )
+
+
+def portable_normal(shape, seed_generator, stddev=1.0, dtype="float32"):
+    """`N(0, stddev^2)` samples that agree (to float rounding, about 1e-7 relative) in
+    graph mode, under XLA and on every replica holding the same generator state.
+
+    The float generators of XLA turn the same random bits into other numbers than the
+    CPU and GPU kernels (they use other mantissa bits), so this draws 24-bit uniform
+    integers (`portable_randint`) and applies the Box-Muller transform itself. The tails
+    stop at about 5.8 standard deviations (probability below 1e-8).
+
+    Args:
+        shape: output shape (a list or an int32 tensor).
+        seed_generator: a `keras.random.SeedGenerator` (advanced by one).
+        stddev: standard deviation.
+        dtype: output dtype (computed in float64 for float64, else in float32).
+
+    Returns:
+        A tensor of `shape` and `dtype`.
+    """
+    dtype = tf.as_dtype(dtype)
+    work = tf.float64 if dtype == tf.float64 else tf.float32
+    bits = portable_randint(tf.concat([[2], tf.cast(shape, tf.int32)], axis=0), 0, 2**_MANTISSA_BITS, seed_generator)
+    u = tf.cast(bits, work) * (2.0**-_MANTISSA_BITS)
+    radius = tf.sqrt(-2.0 * tf.math.log(1.0 - u[0]))  # 1 - u in (0, 1]
+    return tf.cast(tf.cast(stddev, work) * radius * tf.cos((2.0 * math.pi) * u[1]), dtype)
 
 
 @keras.saving.register_keras_serializable(package="tfinfo")
@@ -22,6 +89,8 @@ class MeasurementNoise(keras.layers.Layer):
     - `sample(x)` returns `x + eps` with fresh noise on every call, for the estimators
       (seed 003's Algorithm 1 draws independent noise for the joint and the marginal
       batches: call `sample` once for each);
+    - the noise is drawn by `portable_normal`, so a train step compiled with XLA draws
+      the same noise as in graph mode;
     - `noise_entropy(d)` is `h(L + eps | X) = d/2 ln(2 pi e variance)` (seed 003,
       eq. 3), so `I(X; L + eps) = h(L + eps) - noise_entropy(d)`.
 
@@ -85,10 +154,7 @@ class MeasurementNoise(keras.layers.Layer):
         if dtype not in ("float32", "float64"):
             dtype = "float32"
         x = keras.ops.convert_to_tensor(inputs, dtype=dtype)
-        noise = keras.random.normal(
-            keras.ops.shape(x), mean=0.0, stddev=self.stddev, dtype=dtype, seed=self.seed_generator
-        )
-        return x + noise
+        return x + portable_normal(tf.shape(x), self.seed_generator, stddev=self.stddev, dtype=dtype)
 
     def noise_entropy(self, num_features):
         """`h(eps) = num_features / 2 * ln(2 pi e variance)` nats: `h(L + eps | X)` of seed 003, eq. 3."""

@@ -3,6 +3,9 @@
 import math
 
 import keras
+import tensorflow as tf
+
+from tfinfo.layers.measurement_noise import portable_normal
 
 ZERO_ENTROPY_VARIANCE = 1.0 / (2.0 * math.pi * math.e)
 """`1 / (2 pi e)`: the variance of the Gaussian with differential entropy 0 nats.
@@ -40,6 +43,16 @@ class ZeroEntropyNoise(keras.layers.Layer):
 
     Under a mixed-precision policy the noise is drawn in float32 and cast to the
     compute dtype.
+
+    The noise is drawn by `tfinfo.layers.measurement_noise.portable_normal`, so a train
+    step compiled with XLA (`jit_compile=True`) draws the same noise as in graph mode
+    (`keras.random.normal` does not: XLA derives other random numbers from the seed).
+
+    Under a distribution strategy (in a replica context with several replicas) every
+    replica draws the noise of the whole global batch, from the same seed state, and
+    keeps the rows of its own samples (their position in the global batch, from the
+    all-gathered local batch sizes). So a sample gets the same noise as it would on one
+    device fed the global batch, whatever the number of replicas.
 
     Args:
         training_only: add noise only when called with `training=True` (default
@@ -88,14 +101,27 @@ class ZeroEntropyNoise(keras.layers.Layer):
         if self.training_only and not training:
             return inputs
         half = self.compute_dtype in ("float16", "bfloat16")
-        noise = keras.random.normal(
-            keras.ops.shape(inputs),
-            mean=0.0,
-            stddev=self.stddev,
-            dtype="float32" if half else self.compute_dtype,
-            seed=self.seed_generator,
-        )
+        dtype = "float32" if half else self.compute_dtype
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            noise = self._replica_rows_of_global_noise(context, inputs, dtype)
+        else:
+            noise = self._draw(tf.shape(inputs), dtype)
         return keras.ops.cast(inputs, self.compute_dtype) + keras.ops.cast(noise, self.compute_dtype)
+
+    def _draw(self, shape, dtype):
+        return portable_normal(shape, self.seed_generator, stddev=self.stddev, dtype=dtype)
+
+    def _replica_rows_of_global_noise(self, context, inputs, dtype):
+        """This replica's rows of the noise drawn for the global batch (same seed state on
+        every replica, so every replica draws the same global noise)."""
+        shape = tf.shape(inputs)
+        sizes = context.all_gather(shape[:1], axis=0)  # local batch sizes, in replica order
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+        offset = tf.reduce_sum(tf.where(tf.range(tf.shape(sizes)[0]) < replica, sizes, tf.zeros_like(sizes)))
+        global_shape = tf.concat([tf.reduce_sum(sizes, keepdims=True), shape[1:]], axis=0)
+        noise = self._draw(global_shape, dtype)
+        return tf.slice(noise, tf.concat([[offset], tf.zeros_like(shape[1:])], axis=0), shape)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -44,6 +44,14 @@ def representation_and_logits_model(classifier, layer=None):
     return keras.Model(inputs, [representation, classifier.outputs[0]], name="representation_and_logits")
 
 
+def _single_input(model):
+    """Whether `model` is a built Keras model with exactly one input."""
+    try:
+        return len(model.inputs) == 1
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
 class ClassifierWrapper(keras.Model):
     """Base of the transfer models: `call`, `export`, `test_step` and CE are the classifier's.
 
@@ -51,6 +59,11 @@ class ClassifierWrapper(keras.Model):
     `accuracy_tracker`, and implement `train_step`. `evaluate` on `(x, y)` reports CE
     (as `loss` and `ce`) and accuracy of the classifier; `predict` and `export` serve
     the classifier alone (the regularizers and critics are training-only).
+
+    `replica_cross_entropy` gives the CE divided for the cross-replica gradient sum of a
+    `tf.distribute` strategy (as Keras divides compiled losses) and undivided for logs;
+    `call` on a training pair `(x_source, x_target)` answers with the source logits
+    (Keras builds compiled losses so under a strategy).
 
     `from_config` deserializes the constructor arguments named in `nested_config_keys`
     (Keras objects serialized by the subclass's `get_config`) before calling the class.
@@ -67,6 +80,12 @@ class ClassifierWrapper(keras.Model):
         return cls(**config)
 
     def call(self, inputs, training=None):
+        # Under a distribution strategy Keras builds compiled losses by calling the model
+        # symbolically on the `x` of a training batch, which for the transfer models is
+        # the pair `(x_source, x_target)`: a single-input classifier answers with the
+        # logits of the first element.
+        if isinstance(inputs, (tuple, list)) and len(inputs) == 2 and _single_input(self.classifier):
+            inputs = inputs[0]
         return self.classifier(inputs, training=training)
 
     def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
@@ -79,10 +98,25 @@ class ClassifierWrapper(keras.Model):
             return self.compute_loss(y=y, y_pred=logits)
         return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
 
+    def replica_cross_entropy(self, y, logits):
+        """This replica's CE as `(for_gradient, value)`, both float32.
+
+        Under a `tf.distribute` strategy the replicas' gradients are summed, so Keras
+        divides compiled losses by the number of replicas in sync: `for_gradient` is
+        divided so (the compiled loss already is, the plain CE is divided here), and
+        `value` is the undivided CE for logging. A penalty added by hand in a train step
+        must be divided the same way. Without a strategy both are the CE.
+        """
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        ce = tf.cast(self.cross_entropy(y, logits), tf.float32)
+        if getattr(self, "loss", None) is not None:
+            return ce, ce * replicas
+        return ce / replicas, ce
+
     def test_step(self, data):
         x, y = data[0], data[1]
         logits = self.classifier(x, training=False)
-        ce = self.cross_entropy(y, logits)
+        _, ce = self.replica_cross_entropy(y, logits)
         self.total_tracker.update_state(ce)
         self.ce_tracker.update_state(ce)
         self.accuracy_tracker.update_state(y, logits)
@@ -94,23 +128,40 @@ class CriticOptimizerMixin:
 
     The subclass implements `_critic_variables()`. Each optimizer is built on its own
     variables at compile time (the classifier's optimizer never holds slots for the
-    critic), before any traced step could create variables; the critic optimizer is
-    saved in the compile config so that `.keras` files restore both.
+    critic), before any traced step could create variables, inside the model's
+    distribution strategy scope (so that under `tf.distribute` their slots are mirrored
+    like the model's variables); the critic optimizer is saved in the compile config so
+    that `.keras` files restore both.
+
+    Mixed precision: Keras wraps `optimizer` in a `LossScaleOptimizer` when the model's
+    dtype policy is `mixed_float16`. A subclass whose critic updates scale their loss with
+    `critic_optimizer.scale_loss(loss)` sets `scale_critic_loss = True`, and `compile`
+    then wraps the critic optimizer the same way (the compile config keeps the unwrapped
+    optimizer, as Keras's does). The default (False) leaves it as given.
     """
 
     default_critic_learning_rate = 1e-4
+    scale_critic_loss = False
 
     def compile(self, optimizer="adam", critic_optimizer=None, **kwargs):
         """`Model.compile` plus `critic_optimizer` (default `Adam(1e-4)`) for the critic(s)."""
         super().compile(optimizer=optimizer, **kwargs)
         if critic_optimizer is None:
             critic_optimizer = keras.optimizers.Adam(self.default_critic_learning_rate)
-        self.critic_optimizer = keras.optimizers.get(critic_optimizer)
-        self._critic_optimizer_config = keras.saving.serialize_keras_object(self.critic_optimizer)
-        if not self.optimizer.built:
-            self.optimizer.build(self.classifier.trainable_variables)
-        if not self.critic_optimizer.built:
-            self.critic_optimizer.build(self._critic_variables())
+        critic_optimizer = keras.optimizers.get(critic_optimizer)
+        self._critic_optimizer_config = keras.saving.serialize_keras_object(critic_optimizer)
+        if (
+            self.scale_critic_loss
+            and self.dtype_policy.name == "mixed_float16"
+            and not isinstance(critic_optimizer, keras.optimizers.LossScaleOptimizer)
+        ):
+            critic_optimizer = keras.optimizers.LossScaleOptimizer(critic_optimizer, name="critic_loss_scale_optimizer")
+        self.critic_optimizer = critic_optimizer
+        with self.distribute_strategy.scope():
+            if not self.optimizer.built:
+                self.optimizer.build(self.classifier.trainable_variables)
+            if not self.critic_optimizer.built:
+                self.critic_optimizer.build(self._critic_variables())
 
     def get_compile_config(self):
         config = super().get_compile_config()

@@ -5,6 +5,7 @@ import numbers
 import keras
 import tensorflow as tf
 
+from tfinfo.layers.measurement_noise import portable_randint
 from tfinfo.models.classifier_wrapper import ClassifierWrapper
 from tfinfo.models.classifier_wrapper import features_and_logits_model
 
@@ -40,6 +41,16 @@ def _images(x):
     return x[0] if isinstance(x, (tuple, list)) else x
 
 
+def _global_batch(*tensors):
+    """The tensors of the global batch (all-gathered along axis 0 across replicas, in
+    replica order; gradients flow back to each replica's rows), or the tensors as they
+    are outside a replica context with several replicas."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync < 2:
+        return tensors
+    return tuple(context.all_gather(t, axis=0) for t in tensors)
+
+
 @keras.saving.register_keras_serializable(package="tfinfo")
 class InformationAggregationModel(ClassifierWrapper):
     """CTC stage 1: trains a classifier with `CE + alpha * L_IAS` (information aggregation).
@@ -66,8 +77,18 @@ class InformationAggregationModel(ClassifierWrapper):
     `0..num_examples-1` (`tfinfo.data.indexed.indexed_dataset`). `call`, `predict`,
     `evaluate` (on `(x, y)` or `((x, index), y)`) and `export` serve the classifier alone.
 
+    Distribution, XLA and mixed precision. Under a `tf.distribute` strategy each replica
+    all-gathers the representations and indices of the global batch: `L_IAS` is that of
+    the global batch (divided by the number of replicas in the loss, as Keras divides
+    compiled losses, so the summed replica gradients are the single-device gradient),
+    and every replica writes the same rows into its copy of the bank. The negatives are
+    drawn with `portable_randint` from a seed state every replica shares, so they are
+    the same on every replica and under XLA as in graph mode. The representation is
+    normalized in float32 and the bank is float32 whatever the dtype policy; the loss is
+    scaled by the optimizer (`LossScaleOptimizer.scale_loss`) under mixed precision.
+
     Logged per epoch (means over batches): `loss` (`ce + alpha * ias`), `ce`, `ias`
-    (`L_IAS`, nats), `accuracy`.
+    (`L_IAS`, nats), `accuracy`; global-batch values.
 
     Args:
         classifier: a functional Keras model from images to logits with a layer named
@@ -86,7 +107,9 @@ class InformationAggregationModel(ClassifierWrapper):
             negative draws (None: unseeded).
 
     Call arguments:
-        inputs: images for the classifier.
+        inputs: images for the classifier, or a training pair `(x, index)`, for which
+            the logits of `x` are returned (Keras calls the model this way to build
+            compiled losses under a distribution strategy).
         training: passed to the classifier.
 
     Example:
@@ -185,9 +208,7 @@ class InformationAggregationModel(ClassifierWrapper):
         """`num_negatives` bank indices drawn uniformly with replacement (int32)."""
         if self.num_negatives is None:
             raise ValueError("Expected `num_negatives` to be set to draw negatives. Received: num_negatives=None")
-        return keras.random.randint(
-            (self.num_negatives,), 0, self.num_examples, dtype="int32", seed=self.seed_generator
-        )
+        return portable_randint((self.num_negatives,), 0, self.num_examples, self.seed_generator)
 
     def aggregation_loss(self, t, indices, negative_indices=None):
         """`L_IAS` of representations `t` (unit rows) of the examples `indices`.
@@ -243,6 +264,35 @@ class InformationAggregationModel(ClassifierWrapper):
         return indices
 
     # -- training -------------------------------------------------------------------
+    def call(self, inputs, training=None):
+        if isinstance(inputs, (tuple, list)) and len(inputs) == 2 and len(self.classifier.inputs) == 1:
+            inputs = inputs[0]  # an `(x, index)` training pair
+        return self.classifier(inputs, training=training)
+
+    def _trained_variables(self):
+        """The classifier's and the projection head's trainable variables."""
+        variables = self.classifier.trainable_variables
+        if self.projection_head is not None:
+            variables = variables + self.projection_head.trainable_variables
+        return variables
+
+    def compile(self, optimizer="adam", **kwargs):
+        """`Model.compile`; also builds the optimizer on the variables `train_step` updates.
+
+        Building it here (in the model's distribution strategy scope), outside the traced
+        step, saves a second trace of `train_step` (a `tf.function` that creates
+        variables on its first trace is traced again).
+        """
+        super().compile(optimizer=optimizer, **kwargs)
+        with self.distribute_strategy.scope():
+            if not self.optimizer.built:
+                self.optimizer.build(self._trained_variables())
+
+    def compile_from_config(self, config):
+        # `compile` is overridden, so Keras leaves compiling a loaded model to us; the
+        # optimizer is built by `compile` and its saved state is loaded next.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
     def train_step(self, data):
         x, y = data[0], data[1]
         if not isinstance(x, (tuple, list)) or len(x) != 2:
@@ -252,21 +302,26 @@ class InformationAggregationModel(ClassifierWrapper):
             )
         x, indices = x
         indices = self._check_indices(indices)
-        variables = self.classifier.trainable_variables
-        if self.projection_head is not None:
-            variables = variables + self.projection_head.trainable_variables
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        # A compiled loss is already divided by the number of replicas (Keras); the plain CE is not.
+        ce_is_scaled = getattr(self, "loss", None) is not None
+        variables = self._trained_variables()
         with tf.GradientTape() as tape:
             features, logits = self._features_and_logits(x, training=True)
-            t = self.project(features)
-            ce = self.cross_entropy(y, logits)
-            ias = self.aggregation_loss(t, indices)
-            loss = ce + self.alpha * ias
+            t, all_indices = _global_batch(self.project(features), indices)
+            ce = tf.cast(self.cross_entropy(y, logits), tf.float32)
+            if not ce_is_scaled:
+                ce = ce / replicas
+            ias = self.aggregation_loss(t, all_indices)
+            loss = ce + self.alpha * ias / replicas
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
-        # The bank moves after the step, toward this step's forward-pass representations.
-        self.update_memory_bank(t, indices)
-        self.total_tracker.update_state(loss)
+        # The bank moves after the step, toward this step's forward-pass representations
+        # (all of the global batch's rows, the same on every replica).
+        self.update_memory_bank(t, all_indices)
+        ce = ce * replicas
+        self.total_tracker.update_state(ce + self.alpha * ias)
         self.ce_tracker.update_state(ce)
         self.ias_tracker.update_state(ias)
         self.accuracy_tracker.update_state(y, logits)

@@ -7,6 +7,7 @@ from tfinfo.models.classifier_wrapper import ClassifierWrapper
 from tfinfo.models.classifier_wrapper import features_and_logits_model
 from tfinfo.models.information_aggregation_model import InformationAggregationModel
 from tfinfo.models.information_aggregation_model import _check_number
+from tfinfo.models.information_aggregation_model import _global_batch
 from tfinfo.models.information_aggregation_model import _images
 
 
@@ -48,8 +49,16 @@ class InformationRevitalizationModel(ClassifierWrapper):
     Each training batch is `(x, y)` or `((x, index), y)` (the index is ignored). `call`,
     `predict`, `evaluate` and `export` serve the classifier alone.
 
+    Distribution and mixed precision. Under a `tf.distribute` strategy each replica
+    all-gathers `t_2` (gradients flow back to its own rows) and `t_1_hat` of the global
+    batch, so the in-batch negatives are those of the global batch and `L_IRS` is the
+    single-device value; it is divided by the number of replicas in the loss, as Keras
+    divides compiled losses. Representations are normalized in float32 whatever the
+    dtype policy, and the loss is scaled by the optimizer
+    (`LossScaleOptimizer.scale_loss`) under mixed precision.
+
     Logged per epoch (means over batches): `loss` (`ce + beta * irs`), `ce`, `irs`
-    (`L_IRS`, nats), `accuracy`.
+    (`L_IRS`, nats), `accuracy`; global-batch values.
 
     Args:
         classifier: a functional Keras model from images to logits with a layer named
@@ -63,7 +72,9 @@ class InformationRevitalizationModel(ClassifierWrapper):
         feature_layer: name of the classifier layer whose output feeds the head.
 
     Call arguments:
-        inputs: images for the classifier.
+        inputs: images for the classifier, or a training pair `(x, index)`, for which
+            the logits of `x` are returned (Keras calls the model this way to build
+            compiled losses under a distribution strategy).
         training: passed to the classifier.
 
     Example:
@@ -188,21 +199,55 @@ class InformationRevitalizationModel(ClassifierWrapper):
         scores = tf.matmul(t_2, t_1_hat, transpose_b=True) / self.temperature
         return tf.reduce_mean(tf.reduce_logsumexp(scores, axis=1) - tf.linalg.diag_part(scores))
 
-    def train_step(self, data):
-        x, y = _images(data[0]), data[1]
-        t_1_hat = tf.stop_gradient(self.information_bank(x, training=False))
+    def call(self, inputs, training=None):
+        if isinstance(inputs, (tuple, list)) and len(inputs) == 2 and len(self.classifier.inputs) == 1:
+            inputs = inputs[0]  # an `(x, index)` training pair
+        return self.classifier(inputs, training=training)
+
+    def _trained_variables(self):
+        """The classifier's and the projection head's trainable variables."""
         variables = self.classifier.trainable_variables
         if self.projection_head is not None:
             variables = variables + self.projection_head.trainable_variables
+        return variables
+
+    def compile(self, optimizer="adam", **kwargs):
+        """`Model.compile`; also builds the optimizer on the variables `train_step` updates.
+
+        Building it here (in the model's distribution strategy scope), outside the traced
+        step, saves a second trace of `train_step` (a `tf.function` that creates
+        variables on its first trace is traced again).
+        """
+        super().compile(optimizer=optimizer, **kwargs)
+        with self.distribute_strategy.scope():
+            if not self.optimizer.built:
+                self.optimizer.build(self._trained_variables())
+
+    def compile_from_config(self, config):
+        # `compile` is overridden, so Keras leaves compiling a loaded model to us; the
+        # optimizer is built by `compile` and its saved state is loaded next.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    def train_step(self, data):
+        x, y = _images(data[0]), data[1]
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        # A compiled loss is already divided by the number of replicas (Keras); the plain CE is not.
+        ce_is_scaled = getattr(self, "loss", None) is not None
+        t_1_hat = tf.stop_gradient(tf.cast(self.information_bank(x, training=False), tf.float32))
+        variables = self._trained_variables()
         with tf.GradientTape() as tape:
             features, logits = self._features_and_logits(x, training=True)
-            ce = self.cross_entropy(y, logits)
-            irs = self.revitalization_loss(self.project(features), t_1_hat)
-            loss = ce + self.beta * irs
+            t_2, t_1_all = _global_batch(self.project(features), t_1_hat)
+            ce = tf.cast(self.cross_entropy(y, logits), tf.float32)
+            if not ce_is_scaled:
+                ce = ce / replicas
+            irs = self.revitalization_loss(t_2, t_1_all)
+            loss = ce + self.beta * irs / replicas
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
-        self.total_tracker.update_state(loss)
+        ce = ce * replicas
+        self.total_tracker.update_state(ce + self.beta * irs)
         self.ce_tracker.update_state(ce)
         self.irs_tracker.update_state(irs)
         self.accuracy_tracker.update_state(y, logits)

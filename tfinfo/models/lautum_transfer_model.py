@@ -22,6 +22,16 @@ class LautumTransferModel(ClassifierWrapper):
     batch), plus `bound_active` (share of refreshes where the correlation bound was
     applied) and `shrinkage` (of the EMA covariance).
 
+    Under a `tf.distribute` strategy the regularizer all-gathers the replicas' target
+    batches and Jacobian proxies, so the moving covariances, shrinkage, adjoint and
+    value are the global batch's and every replica writes the same state; the Lautum
+    term and a plain CE are divided by the number of replicas (a compiled loss already
+    is), so a step applies the single-device gradient of the global batch. Under a mixed
+    precision policy the classifier (and the double backprop) runs in half precision,
+    the regularizer in float32, and the loss is scaled by the optimizer
+    (`LossScaleOptimizer.scale_loss`) before the gradient. A train step compiles with
+    XLA (`compile(jit_compile=True)`).
+
     Args:
         classifier: a Keras model from images to logits.
         regularizer: a `LautumRegularizer` (default: one with `num_outputs` taken from the
@@ -31,7 +41,9 @@ class LautumTransferModel(ClassifierWrapper):
             `fit` users add) or `"step"` (a fresh `r` at every step, inside `train_step`).
 
     Call arguments:
-        inputs: images for the classifier.
+        inputs: images for the classifier, or a training pair `(x_source, x_target)`,
+            for which the source logits are returned (Keras builds compiled losses
+            this way under a distribution strategy).
         training: passed to the classifier.
 
     Example:
@@ -118,18 +130,25 @@ class LautumTransferModel(ClassifierWrapper):
         (x_source, x_target), y_source = data[0], data[1]
         if self.resample_projection == "step":
             self.regularizer.resample_projection()
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self.classifier.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.classifier(x_source, training=True)
-            ce = self.cross_entropy(y_source, logits)
+            # Divided by the number of replicas for the cross-replica gradient sum (as
+            # Keras divides compiled losses); `ce_value` is not.
+            ce, ce_value = self.replica_cross_entropy(y_source, logits)
             _, w = self.jacobian_proxy(x_target, training=True)
+            # The regularizer all-gathers the replicas' batches: every replica holds the
+            # global value, and its gradient is summed over the replicas.
             surrogate, lautum = self.regularizer((x_target, w), training=True)
-            loss = ce - self.lautum_weight * surrogate
-        variables = self.classifier.trainable_variables
-        grads = tape.gradient(loss, variables)
+            loss = ce - self.lautum_weight * surrogate / replicas
+            scaled_loss = self.optimizer.scale_loss(loss)  # loss scaling under mixed precision
+        grads = tape.gradient(scaled_loss, variables)
         # Double backprop leaves some variables (e.g. the last bias) without a gradient
         # from the regularizer; they still get the CE gradient. Drop true Nones only.
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         self.optimizer.apply_gradients(pairs)
+        ce = ce_value
         self.total_tracker.update_state(ce - self.lautum_weight * lautum)
         self.ce_tracker.update_state(ce)
         self.lautum_tracker.update_state(lautum)

@@ -31,6 +31,42 @@ def trainable_layer_names(classifier):
     return [layer.name for layer in classifier.layers if hasattr(layer, "kernel")]
 
 
+def build_layer_stage(classifier, layer, x, *, beta=1e-3, noise_variance=2.0, critic_steps=10, x_critic="mine",
+                      x_regularizer=None, seed=None, optimizer=None, critic_optimizer=None, **compile_kwargs):
+    """One stage of `train_layer_by_layer`: the compiled IB model that trains `layer` alone.
+
+    Freezes every layer of `classifier` except `layer` (`trainable`), builds an
+    `InformationBottleneckModel` with `L = layer`, `alpha=0, beta=1, gamma=beta` (seed 003
+    eq. 7), adapts its critic's input statistics to `x` and compiles it. Call it (or
+    `train_layer_by_layer`) inside a `tf.distribute` strategy's scope to train the stage
+    on several replicas: the model and both optimizers are then created in that scope.
+
+    Args:
+        classifier: functional `keras.Model` from inputs to outputs.
+        layer: name of the layer trained in this stage.
+        x: training inputs (numpy), for `adapt`.
+        beta, noise_variance, critic_steps, x_critic, seed: as in `train_layer_by_layer`.
+        x_regularizer: optional `MutualInformationRegularizer` for `I(X; L + eps)`.
+        optimizer: the layer's optimizer (default `Adam(1e-3)`).
+        critic_optimizer: the critics' optimizer (default `Adam(1e-4)`).
+        **compile_kwargs: further `compile` arguments (e.g. `jit_compile`).
+
+    Returns:
+        The compiled `InformationBottleneckModel`.
+    """
+    for lay in classifier.layers:
+        lay.trainable = lay.name == layer
+    model = InformationBottleneckModel(
+        classifier, x_regularizer=x_regularizer, layer=layer, alpha=0.0, beta=1.0, gamma=beta,
+        noise_variance=noise_variance, critic_steps=critic_steps, x_critic=x_critic, seed=seed,
+    )
+    model.adapt(x)
+    model.compile(optimizer=optimizer if optimizer is not None else keras.optimizers.Adam(1e-3),
+                  critic_optimizer=critic_optimizer if critic_optimizer is not None else keras.optimizers.Adam(1e-4),
+                  **compile_kwargs)
+    return model
+
+
 def train_layer_by_layer(classifier, x, y, *, layers=None, beta=1e-3, noise_variance=2.0, critic_steps=10,
                          epochs_per_layer=1, readout_epochs=5, batch_size=100, learning_rate=1e-3,
                          critic_learning_rate=1e-4, readout_learning_rate=1e-2, x_critic="mine", x_regularizer_factory=None, callbacks=(), seed=None,
@@ -47,6 +83,10 @@ def train_layer_by_layer(classifier, x, y, *, layers=None, beta=1e-3, noise_vari
 
     Callbacks see one continuous epoch count across the stages (`initial_epoch`), so an
     `InformationPlane` callback draws each layer's whole trajectory.
+
+    Each stage is `build_layer_stage`. Called inside a `tf.distribute` strategy's scope,
+    every stage and the readout train on the strategy's replicas, with the same numbers
+    as on one device (see `InformationBottleneckModel`).
 
     Args:
         classifier: functional `keras.Model` from inputs to outputs; its layers are left
@@ -98,17 +138,13 @@ def train_layer_by_layer(classifier, x, y, *, layers=None, beta=1e-3, noise_vari
             raise ValueError(f"Expected `{name}` >= {low}. Received: {name}={value}")
     histories, epoch = {}, 0
     for index, name in enumerate(names):
-        for layer in classifier.layers:
-            layer.trainable = layer.name == name
-        model = InformationBottleneckModel(
-            classifier,
+        model = build_layer_stage(
+            classifier, name, x, beta=beta, noise_variance=noise_variance, critic_steps=critic_steps,
+            x_critic=x_critic, seed=None if seed is None else seed + index,
             x_regularizer=None if x_regularizer_factory is None else x_regularizer_factory(name),
-            layer=name, alpha=0.0, beta=1.0, gamma=beta, noise_variance=noise_variance,
-            critic_steps=critic_steps, x_critic=x_critic, seed=None if seed is None else seed + index,
+            optimizer=keras.optimizers.Adam(learning_rate),
+            critic_optimizer=keras.optimizers.Adam(critic_learning_rate),
         )
-        model.adapt(x)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                      critic_optimizer=keras.optimizers.Adam(critic_learning_rate))
         history = model.fit(x, y, batch_size=batch_size, epochs=epoch + int(epochs_per_layer), initial_epoch=epoch,
                             shuffle=True, verbose=verbose, callbacks=list(callbacks))
         histories[name] = {k: [float(v) for v in vs] for k, vs in history.history.items()}

@@ -104,14 +104,6 @@ class MMDTransferModel(ClassifierWrapper):
         # optimizer is built by `compile` and its saved state is loaded next.
         self.compile(**keras.saving.deserialize_keras_object(config))
 
-    def call(self, inputs, training=None):
-        # Under a distribution strategy Keras builds compiled losses by calling the model
-        # symbolically on the `x` of a training batch, which here is the pair
-        # `(x_source, x_target)`: answer with the source logits.
-        if isinstance(inputs, (tuple, list)) and len(inputs) == 2 and len(self.classifier.inputs) == 1:
-            inputs = inputs[0]
-        return self.classifier(inputs, training=training)
-
     @property
     def metrics(self):
         return [self.total_tracker, self.ce_tracker, self.mmd_tracker, self.accuracy_tracker]
@@ -127,24 +119,18 @@ class MMDTransferModel(ClassifierWrapper):
             )
         (x_source, x_target), y_source = data[0], data[1]
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        # `cross_entropy` uses the compiled loss when there is one, which Keras already
-        # divides by the number of replicas (for the cross-replica gradient sum); the
-        # plain CE is not divided.
-        ce_is_scaled = getattr(self, "loss", None) is not None
         variables = self.classifier.trainable_variables
         with tf.GradientTape() as tape:
             z_source, logits = self._features_and_logits(x_source, training=True)
             z_target, _ = self._features_and_logits(x_target, training=True)
-            ce = self.cross_entropy(y_source, logits)
+            # `ce` is divided by the number of replicas (as Keras divides compiled
+            # losses, for the cross-replica gradient sum), `ce_value` is not.
+            ce, ce_value = self.replica_cross_entropy(y_source, logits)
             mmd = tf.cast(self.regularizer((z_source, z_target)), tf.float32)
-            ce = tf.cast(ce, tf.float32)
-            if not ce_is_scaled:
-                ce = ce / replicas
             loss = ce + self.mmd_weight * mmd / replicas
             scaled_loss = self.optimizer.scale_loss(loss)  # loss scaling under mixed precision
         grads = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
-        ce_value = ce * replicas
         self.total_tracker.update_state(ce_value + self.mmd_weight * mmd)
         self.ce_tracker.update_state(ce_value)
         self.mmd_tracker.update_state(mmd)

@@ -35,6 +35,24 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
     `critic_loss` (minus the critic's training objective), `accuracy` (source batch);
     with Lautum also `lautum`, `bound_active`, `shrinkage`.
 
+    The phase is read when the step is traced: `set_phase` (and `fit`, for a phase
+    restored from a checkpoint) rebuilds the train function when it changes, because
+    under a distribution strategy optimizer updates synchronize the replicas and cannot
+    sit inside a graph conditional.
+
+    Under a `tf.distribute` strategy the regularizers score the global batch (the
+    replicas' inputs and features are all-gathered, the critic's marginal shuffle is a
+    permutation of the global batch drawn alike on every replica, each replica scores its
+    own rows), so the bound, MINE's moving average and the Lautum state are the global
+    batch's; the MI and Lautum terms, the critic's loss and a plain CE are divided by the
+    number of replicas (a compiled loss already is), so each update, of the classifier
+    and of the critic, is the single-device update on the global batch. Under a mixed
+    precision policy the classifier and the critic compute in half precision, the
+    regularizers' statistics and bounds in float32; under `mixed_float16` both losses
+    are scaled (`compile` wraps the critic optimizer in a `LossScaleOptimizer` too, as
+    Keras wraps `optimizer`). A train step compiles with XLA
+    (`compile(jit_compile=True)`) and draws the same shuffles as in graph mode.
+
     Args:
         classifier: a functional Keras model from images to logits with a layer named
             `feature_layer`.
@@ -48,7 +66,9 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
         resample_projection: Lautum's projection resampling, "epoch" or "step".
 
     Call arguments:
-        inputs: images for the classifier.
+        inputs: images for the classifier, or a training pair `(x_source, x_target)`,
+            for which the source logits are returned (Keras builds compiled losses
+            this way under a distribution strategy).
         training: passed to the classifier.
 
     Example:
@@ -64,6 +84,7 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
     """
 
     nested_config_keys = ("classifier", "regularizer", "lautum_regularizer")
+    scale_critic_loss = True  # the critic optimizer is loss-scaled under mixed_float16
 
     def __init__(
         self,
@@ -114,6 +135,7 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
         self.resample_projection = resample_projection
         self.critic_optimizer = None
         self.phase = self.add_weight(name="phase", shape=(), dtype="int32", initializer="zeros", trainable=False)
+        self._traced_phase = PHASES["alternate"]
         self.total_tracker = keras.metrics.Mean(name="loss")
         self.ce_tracker = keras.metrics.Mean(name="ce")
         self.mi_tracker = keras.metrics.Mean(name="mi")
@@ -132,10 +154,26 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
     # -- schedule ---------------------------------------------------------------------
     def set_phase(self, phase):
         """Selects what `train_step` updates: "alternate" (critic then classifier),
-        "critic" (critic only) or "classifier" (classifier only, critic fixed)."""
+        "critic" (critic only) or "classifier" (classifier only, critic fixed).
+
+        The phase is kept in the variable `phase` (saved with the model); a change
+        rebuilds the train function, so the next step is traced for the new phase.
+        Call it eagerly (e.g. from a callback, as `CriticSchedule` does).
+        """
         if phase not in PHASES:
             raise ValueError(f"Expected `phase` to be one of {sorted(PHASES)}. Received: phase={phase!r}")
         self.phase.assign(PHASES[phase])
+        if PHASES[phase] != self._traced_phase and getattr(self, "train_function", None) is not None:
+            self.make_train_function(force=True)
+
+    def make_train_function(self, force=False):
+        # `train_step` branches on the phase in Python: trace it for the current value of
+        # the variable (which `set_phase` or a restored checkpoint may have changed).
+        phase = int(self.phase.numpy())
+        if phase != self._traced_phase:
+            self._traced_phase = phase
+            force = True
+        return super().make_train_function(force=force)
 
     def adapt(self, x_unlabeled):
         """Target statistics: `x` standardization for the critic (and `Sigma_x` for Lautum)."""
@@ -166,55 +204,66 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
     def _critic_update(self, x_target, features, steps):
         features = tf.stop_gradient(features)
         variables = self.regularizer.critic.trainable_variables
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         loss = tf.constant(0.0)
         for _ in range(steps):
             with tf.GradientTape() as tape:
                 bound = self.regularizer((x_target, features), training=True)
                 loss = -bound.surrogate
-            grads = tape.gradient(loss, variables)
+                # The bound is the global batch's and its gradient is summed over the
+                # replicas (twice: through the all-gather and by the optimizer).
+                scaled_loss = self.critic_optimizer.scale_loss(loss / replicas)
+            grads = tape.gradient(scaled_loss, variables)
             self.critic_optimizer.apply_gradients(zip(grads, variables))
         return loss
 
     def _classifier_update(self, x_source, y_source, x_target, critic_steps):
         variables = self.classifier.trainable_variables
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             logits = self.classifier(x_source, training=True)
-            ce = self.cross_entropy(y_source, logits)
+            # `ce` is divided by the number of replicas (as Keras divides compiled losses),
+            # `ce_value` is not; the regularizers return global values, divided likewise.
+            ce, ce_value = self.replica_cross_entropy(y_source, logits)
             features, w = self._target_forward(x_target)
             with tape.stop_recording():
                 critic_loss = self._critic_update(x_target, features, critic_steps)
             bound = self.regularizer((x_target, features), training=True, update_state=False)
             if critic_steps == 0:
                 critic_loss = -bound.value
-            loss = ce + self.mi_weight * bound.surrogate
+            loss = ce + self.mi_weight * bound.surrogate / replicas
             if self.lautum_regularizer is not None:
                 lautum_surrogate, lautum = self.lautum_regularizer((x_target, w), training=True)
-                loss = loss - self.lautum_weight * lautum_surrogate
+                loss = loss - self.lautum_weight * lautum_surrogate / replicas
             else:
                 lautum = tf.constant(0.0)
-        grads = tape.gradient(loss, variables)
+            scaled_loss = self.optimizer.scale_loss(loss)  # loss scaling under mixed precision
+        grads = tape.gradient(scaled_loss, variables)
         # Double backprop (Lautum) leaves some variables without a regularizer gradient.
         self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
-        return ce, tf.stop_gradient(bound.value), critic_loss, logits, lautum
+        return ce_value, tf.stop_gradient(bound.value), critic_loss, logits, lautum
 
     def _critic_phase(self, x_source, y_source, x_target):
         logits = self.classifier(x_source, training=True)
-        ce = self.cross_entropy(y_source, logits)
+        _, ce_value = self.replica_cross_entropy(y_source, logits)
         features, _ = self._features_and_logits(x_target, training=True)
         critic_loss = self._critic_update(x_target, features, max(self.critic_steps, 1))
-        return ce, -critic_loss, critic_loss, logits, tf.constant(0.0)
+        return ce_value, -critic_loss, critic_loss, logits, tf.constant(0.0)
 
     def train_step(self, data):
         self._check_compiled()
         (x_source, x_target), y_source = data[0], data[1]
         if self.lautum_regularizer is not None and self.resample_projection == "step":
             self.lautum_regularizer.resample_projection()
-        branches = {
-            PHASES["alternate"]: lambda: self._classifier_update(x_source, y_source, x_target, self.critic_steps),
-            PHASES["critic"]: lambda: self._critic_phase(x_source, y_source, x_target),
-            PHASES["classifier"]: lambda: self._classifier_update(x_source, y_source, x_target, 0),
-        }
-        ce, mi, critic_loss, logits, lautum = tf.switch_case(tf.convert_to_tensor(self.phase), branches)
+        # The phase is chosen when the step is traced (`make_train_function` retraces when
+        # `set_phase` changes it): optimizer updates under a distribution strategy
+        # synchronize the replicas, which they cannot do inside a graph conditional.
+        phase = self._traced_phase
+        if phase == PHASES["critic"]:
+            ce, mi, critic_loss, logits, lautum = self._critic_phase(x_source, y_source, x_target)
+        else:
+            critic_steps = self.critic_steps if phase == PHASES["alternate"] else 0
+            ce, mi, critic_loss, logits, lautum = self._classifier_update(x_source, y_source, x_target, critic_steps)
         self.total_tracker.update_state(ce + self.mi_weight * mi - self.lautum_weight * lautum)
         self.ce_tracker.update_state(ce)
         self.mi_tracker.update_state(mi)

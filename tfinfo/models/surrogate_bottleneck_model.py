@@ -22,9 +22,21 @@ class SurrogateBottleneckModel(ClassifierWrapper):
     `LogVarianceRegularizer` or `ConditionalLogVarianceRegularizer` (the last is called
     with the labels).
 
+    Distribution, XLA and mixed precision. The three surrogates compute in float32 and,
+    under a `tf.distribute` strategy, return the value of the global batch on every
+    replica (they all-gather or all-reduce across replicas; gradients flow through);
+    this step divides the penalty by the number of replicas, as Keras divides compiled
+    losses, so that the summed replica gradients are the single-device gradient of the
+    global batch. A `ZeroEntropyNoise` layer draws each sample's noise at its position in
+    the global batch, so one epoch on several replicas equals one epoch on one device.
+    Under a mixed-precision policy the loss is scaled by the optimizer
+    (`LossScaleOptimizer.scale_loss`) before the gradient. The logs are unscaled
+    global-batch values.
+
     Args:
         classifier: a functional `keras.Model` from inputs to logits.
-        regularizer: the surrogate layer.
+        regularizer: the surrogate layer (for exact distributed training, one that
+            returns the global-batch value on every replica, as the three above do).
         layer: name of the layer whose output is `Z` (typically the `ZeroEntropyNoise`
             layer after the bottleneck).
         weight: the penalty's weight (seed 004's gamma).
@@ -69,23 +81,51 @@ class SurrogateBottleneckModel(ClassifierWrapper):
     def metrics(self):
         return [self.total_tracker, self.ce_tracker, self.surrogate_tracker, self.accuracy_tracker]
 
+    def _trained_variables(self):
+        return self.classifier.trainable_variables
+
+    def compile(self, optimizer="adam", **kwargs):
+        """`Model.compile`; also builds the optimizer on the variables `train_step` updates.
+
+        Building it here (in the model's distribution strategy scope), outside the traced
+        step, saves a second trace of `train_step` (a `tf.function` that creates
+        variables on its first trace is traced again).
+        """
+        super().compile(optimizer=optimizer, **kwargs)
+        with self.distribute_strategy.scope():
+            if not self.optimizer.built:
+                self.optimizer.build(self._trained_variables())
+
+    def compile_from_config(self, config):
+        # `compile` is overridden, so Keras leaves compiling a loaded model to us; the
+        # optimizer is built by `compile` and its saved state is loaded next.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
     def train_step(self, data):
         x, y = data[0], data[1]
         y = tf.reshape(tf.cast(y, tf.int32), [-1])
-        variables = self.classifier.trainable_variables
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        # A compiled loss is already divided by the number of replicas (Keras); the plain CE is not.
+        ce_is_scaled = getattr(self, "loss", None) is not None
+        variables = self._trained_variables()
         with tf.GradientTape() as tape:
             z, logits = self._representation_and_logits(x, training=True)
-            z = tf.reshape(z, [tf.shape(z)[0], -1])
-            ce = self.cross_entropy(y, logits)
+            z = tf.reshape(tf.cast(z, tf.float32), [tf.shape(z)[0], -1])
+            ce = tf.cast(self.cross_entropy(y, logits), tf.float32)
+            if not ce_is_scaled:
+                ce = ce / replicas
             if isinstance(self.regularizer, ConditionalLogVarianceRegularizer):
                 penalty = self.regularizer(z, y)
             else:
                 penalty = self.regularizer(z)
             penalty = tf.cast(penalty, tf.float32)
-            loss = ce + self.weight * penalty
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        self.total_tracker.update_state(loss)
-        self.ce_tracker.update_state(ce)
+            loss = ce + self.weight * penalty / replicas
+            scaled_loss = self.optimizer.scale_loss(loss)  # loss scaling under mixed precision
+        grads = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        ce_value = ce * replicas
+        self.total_tracker.update_state(ce_value + self.weight * penalty)
+        self.ce_tracker.update_state(ce_value)
         self.surrogate_tracker.update_state(penalty)
         self.accuracy_tracker.update_state(y, logits)
         return {m.name: m.result() for m in self.metrics}

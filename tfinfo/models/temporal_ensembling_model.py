@@ -66,6 +66,20 @@ class TemporalEnsemblingModel(ClassifierWrapper):
     term), `consistency` (the MSE term, before weighting), `unsupervised_weight` (w of
     the epoch) and `accuracy` (on the labeled examples).
 
+    `compile(loss=...)` takes the per-example CE (default: sparse CE on logits); it is
+    kept as `self.loss` and not handed to Keras's compiled-loss container, which under a
+    distribution strategy would be built from the training batch, whose `(y, mask)`
+    targets do not match the logits. Under a `tf.distribute` strategy the CE and the
+    consistency of each replica are its sums divided by the global batch's counts
+    (all-reduced), so the replicas' summed gradients are the single-device gradient of
+    the global batch, also when the last, partial batch splits unevenly; every replica
+    all-gathers the batch's outputs and writes the global rows of `z_epoch`, and the
+    logs are the global batch's. (Under a strategy Keras's `fit` opens one iterator of
+    the dataset before the first epoch, to build the model symbolically: a dataset that
+    reshuffles every iteration then starts from its second order.) Under a mixed
+    precision policy the classifier runs in half precision, the state stays float32 and
+    the loss is scaled by the optimizer before the gradient.
+
     Args:
         classifier: a Keras model from images to `K` logits (`K` is read from its
             `output_shape`).
@@ -162,6 +176,30 @@ class TemporalEnsemblingModel(ClassifierWrapper):
         # Every component is built; nothing is created on first call.
         self.built = True
 
+    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
+        """`Model.compile`; `loss` is the per-example CE (default: sparse CE on logits).
+
+        The loss is kept as `self.loss` and evaluated unreduced on the labeled examples
+        (`per_example_cross_entropy`); it is not handed to Keras's compiled-loss
+        container, which under a distribution strategy would be built symbolically from
+        the training batch, whose `(y, mask)` targets do not match the logits. It is
+        saved in the compile config as usual.
+        """
+        super().compile(optimizer=optimizer, **kwargs)
+        self.loss = loss
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config:
+            config["loss"] = keras.saving.serialize_keras_object(self.loss)
+        return config
+
+    def compile_from_config(self, config):
+        # `compile` is overridden, so Keras leaves compiling a loaded model to us.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     @property
     def metrics(self):
         return [
@@ -230,15 +268,36 @@ class TemporalEnsemblingModel(ClassifierWrapper):
         loss = keras.losses.get(loss)
         return loss.call(y, logits) if isinstance(loss, keras.losses.Loss) else loss(y, logits)
 
+    def cross_entropy(self, y, logits):
+        """Mean CE of `(x, y)` batches (`evaluate` on plain batches): `loss`'s per-example values."""
+        return tf.reduce_mean(tf.cast(self.per_example_cross_entropy(y, logits), tf.float32))
+
+    def replica_cross_entropy(self, y, logits):
+        # `loss` is not a compiled loss here, so nothing divided it by the replicas.
+        ce = self.cross_entropy(y, logits)
+        return ce / tf.distribute.get_strategy().num_replicas_in_sync, ce
+
     def supervised_loss(self, y, logits, mask):
         """The supervised term: CE over the labeled examples (`mask` 1, others 0), normalized
         per `ce_normalization`; 0 for a batch without labeled examples."""
-        per_example = tf.cast(tf.reshape(self.per_example_cross_entropy(y, logits), [-1]), tf.float32)
-        # `where`, not a product: the CE of an unlabeled example (label 0) never enters.
-        total = tf.reduce_sum(tf.where(mask > 0, per_example, 0.0))
+        total = self._supervised_sum(y, logits, mask)
         if self.ce_normalization == "labeled":
             return tf.math.divide_no_nan(total, tf.reduce_sum(mask))
         return tf.math.divide_no_nan(total, tf.cast(tf.shape(mask)[0], tf.float32))
+
+    def _supervised_sum(self, y, logits, mask):
+        per_example = tf.cast(tf.reshape(self.per_example_cross_entropy(y, logits), [-1]), tf.float32)
+        # `where`, not a product: the CE of an unlabeled example (label 0) never enters.
+        return tf.reduce_sum(tf.where(mask > 0, per_example, 0.0))
+
+    @staticmethod
+    def _sum_over_replicas(values):
+        """Sums (no gradient) over the replicas of a strategy; the values themselves without one."""
+        values = [tf.stop_gradient(v) for v in values]
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return values
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
 
     def _write_epoch_outputs(self, index, probabilities):
         """`z_epoch[index] = probabilities`: each example's output goes to its own row."""
@@ -266,21 +325,30 @@ class TemporalEnsemblingModel(ClassifierWrapper):
         targets = tf.gather(tf.convert_to_tensor(self.z_tilde), index)
         weight = tf.convert_to_tensor(self.unsupervised_weight)
         variables = self.classifier.trainable_variables
+        # The normalizers are the global batch's: under a strategy each replica's terms are
+        # its sums over the global counts, so that the replicas' gradients, which the
+        # optimizer sums, add up to the gradient one device computes on the global batch
+        # (also when the last, partial batch splits unevenly). A replica may get no example.
+        batch_size, num_labeled = self._sum_over_replicas(
+            [tf.cast(tf.shape(mask)[0], tf.float32), tf.reduce_sum(mask)]
+        )
+        ce_normalizer = num_labeled if self.ce_normalization == "labeled" else batch_size
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             logits = self.classifier(x, training=True)
             probabilities = tf.nn.softmax(tf.cast(logits, tf.float32))
-            ce = self.supervised_loss(y, logits, mask)
-            squared = tf.square(probabilities - targets)
-            # divide_no_nan: a replica may get an empty share of the last, partial batch.
-            consistency = tf.math.divide_no_nan(tf.reduce_sum(squared), tf.cast(tf.size(squared), tf.float32))
+            ce = tf.math.divide_no_nan(self._supervised_sum(y, logits, mask), ce_normalizer)
+            squared = tf.reduce_sum(tf.square(probabilities - targets))
+            consistency = tf.math.divide_no_nan(squared, batch_size * float(self.num_classes))
             loss = ce + weight * consistency
             if self.losses:
-                loss = loss + tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
-            # Replicas' gradients are summed: each contributes its share of the mean.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled_loss = loss / replicas if replicas > 1 else loss
+                # Each replica holds the whole penalty: divided as Keras divides its losses.
+                loss = loss + tf.add_n([tf.cast(l, tf.float32) for l in self.losses]) / replicas
+            scaled_loss = self.optimizer.scale_loss(loss)  # loss scaling under mixed precision
         grads = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        # The replicas' shares add up to the global batch's terms, which every replica logs.
+        ce, consistency, loss = self._sum_over_replicas([ce, consistency, loss])
         # Each example's output goes to its own row, whatever the batch order.
         self._write_epoch_outputs(index, tf.stop_gradient(probabilities))
         self.total_tracker.update_state(loss)

@@ -19,12 +19,15 @@ class ActivationL2Regularizer(keras.layers.Layer):
 
     The value is `mean_n sum_j z_nj^2` over the batch, every non-batch axis counting as
     units. It is computed in float32 (float64 inputs in float64) whatever the dtype
-    policy, and returned as a scalar. Under a distribution strategy no communication is
-    needed: with equal per-replica batches, the mean over replicas of the per-replica
-    values is the global value, which is what Keras's division of the loss by the number
-    of replicas produces.
+    policy, and returned as a scalar. Under a distribution strategy
+    (`cross_replica=True`) the sum of squares and the sample count are summed across
+    replicas (an all-reduce, through which gradients flow), so every replica returns the
+    value of the global batch, even when the replicas' batches differ in size, and a
+    train step that divides its loss by the number of replicas, as Keras does, applies
+    the single-device gradient (as `LogVarianceRegularizer` does).
 
     Args:
+        cross_replica: sum over the replicas' batches before dividing.
         **kwargs: base `Layer` arguments.
 
     Call arguments:
@@ -45,9 +48,12 @@ class ActivationL2Regularizer(keras.layers.Layer):
         and 6.3 (Observation 8), appendix A.7.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, cross_replica=True, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
+        if not isinstance(cross_replica, bool):
+            raise ValueError(f"Expected `cross_replica` to be True or False. Received: cross_replica={cross_replica!r}")
+        self.cross_replica = cross_replica
 
     def call(self, z):
         z = tf.convert_to_tensor(z)
@@ -55,12 +61,17 @@ class ActivationL2Regularizer(keras.layers.Layer):
             raise ValueError(f"Expected `z` with a batch axis (rank >= 1). Received: z.shape={tuple(z.shape)}")
         dtype = tf.float64 if z.dtype == tf.float64 else tf.float32
         z = tf.reshape(tf.cast(z, dtype), [tf.shape(z)[0], -1])
-        return tf.reduce_mean(tf.reduce_sum(tf.square(z), axis=1))
+        total = tf.reduce_sum(tf.square(z))
+        count = tf.cast(tf.shape(z)[0], dtype)
+        context = tf.distribute.get_replica_context()
+        if self.cross_replica and context is not None and context.num_replicas_in_sync > 1:
+            total, count = context.all_reduce("sum", [total, count])
+        return total / count
 
     def compute_output_shape(self, input_shape):
         return ()
 
     def get_config(self):
-        config = {}  # No arguments of its own.
+        config = {"cross_replica": self.cross_replica}
         base_config = super().get_config()
         return {**base_config, **config}

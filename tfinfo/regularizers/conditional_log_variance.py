@@ -128,7 +128,9 @@ class ConditionalLogVarianceRegularizer(keras.layers.Layer):
         z = tf.reshape(tf.cast(z, dtype), [tf.shape(z)[0], -1])
         context = tf.distribute.get_replica_context()
         if self.cross_replica and context is not None and context.num_replicas_in_sync > 1:
-            z, labels = context.all_gather([z, labels], axis=0)
+            # Separately: the gradient of a joint gather would all-reduce the integer labels too.
+            z = context.all_gather(z, axis=0)
+            labels = context.all_gather(labels, axis=0)
         # (N, C) membership; out-of-range labels give a zero row and are ignored.
         onehot = tf.one_hot(labels, self.num_classes, dtype=dtype)
         counts = tf.reduce_sum(onehot, axis=0)  # (C,)

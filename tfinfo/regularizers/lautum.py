@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfinfo.critics.marginals import random_bits
 from tfinfo.information.gaussian import lautum_and_mi_from_gram
 
 _MODES = ("exact", "fast")
@@ -41,6 +42,18 @@ class LautumRegularizer(keras.layers.Layer):
     otherwise unbounded value stays finite; a non-finite closed form contributes
     nothing and is counted in `nonfinite_count`.
 
+    Under a `tf.distribute` strategy with several replicas (and `cross_replica=True`)
+    the replicas' `(x, w)` are all-gathered first, so every statistic (the batch means
+    and scales, `S_batch`, the shrinkage's sample count) is that of the global batch
+    and every replica writes the same moving averages and adjoint into its copy of the
+    state (the state variables have no cross-replica aggregation: each replica updates
+    its own copy with the same value). The gradient reaching each replica's `w` is that
+    of the global value summed over the replicas (the all-gather's gradient), so a train
+    step divides the term by the number of replicas, as Keras divides compiled losses.
+    The layer's dtype policy is float32 unless `dtype` is passed: under a mixed
+    precision global policy the network runs in half precision while the inputs of this
+    layer are cast to float32 and every statistic is float32.
+
     Args:
         num_outputs: K, the number of logits projected by `r ~ N(0, 1/sqrt(K))`.
         ema_decay: `a` of the covariance moving averages (the paper uses 0.999).
@@ -53,6 +66,8 @@ class LautumRegularizer(keras.layers.Layer):
             the largest canonical correlation for the bound.
         seed: seed of the projection vector draws.
         input_shape_hint: per-sample input shape; builds the layer at construction.
+        cross_replica: all-gather `(x, w)` across replicas before any statistic.
+        **kwargs: base `Layer` arguments.
 
     Call arguments:
         inputs: tuple `(x, w)` of target images and their Jacobian proxies, both of
@@ -86,8 +101,12 @@ class LautumRegularizer(keras.layers.Layer):
         power_iterations=20,
         seed=None,
         input_shape_hint=None,
+        cross_replica=True,
         **kwargs,
     ):
+        # Statistics in float32 whatever the global policy: a mixed policy would make the
+        # layer read its state (the whitener, moving averages) in half precision.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if mode not in _MODES:
             raise ValueError(f"Expected `mode` to be one of {_MODES}. Received: mode={mode!r}")
@@ -112,6 +131,7 @@ class LautumRegularizer(keras.layers.Layer):
         self.power_iterations = int(power_iterations)
         self.seed = seed
         self.input_shape_hint = None if input_shape_hint is None else tuple(input_shape_hint)
+        self.cross_replica = bool(cross_replica)
         self._seed_generator = keras.random.SeedGenerator(seed)
         if self.input_shape_hint is not None:
             self.build((None,) + self.input_shape_hint)
@@ -177,11 +197,13 @@ class LautumRegularizer(keras.layers.Layer):
         return self.input_shape_hint or (self.input_dim,)
 
     def resample_projection(self):
-        """Draws a new projection vector `r ~ N(0, 1/sqrt(K))` (variance, as in the paper)."""
+        """Draws a new projection vector `r ~ N(0, 1/sqrt(K))` (variance, as in the paper).
+
+        The draw (Box-Muller on `tfinfo.critics.marginals.random_bits`, advancing the
+        layer's seed generator) is the same in graph mode, under XLA and on every replica.
+        """
         std = self.num_outputs ** -0.25
-        self.projection.assign(
-            keras.random.normal((self.num_outputs,), stddev=std, seed=self._seed_generator)
-        )
+        self.projection.assign(std * _standard_normal(self.num_outputs, self._seed_generator))
 
     def reset_state(self):
         """Clears the moving averages (keeps the target statistics from `adapt`)."""
@@ -340,6 +362,10 @@ class LautumRegularizer(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x, w = inputs
+        x, w = tf.cast(x, tf.float32), tf.cast(w, tf.float32)
+        context = tf.distribute.get_replica_context()
+        if self.cross_replica and context is not None and context.num_replicas_in_sync > 1:
+            x, w = context.all_gather([x, w], axis=0)
         xt, wt = self._features(x, w)
         n = tf.cast(tf.shape(xt)[0], tf.float32)
         cross_b = tf.matmul(xt, wt, transpose_a=True) / n
@@ -388,9 +414,20 @@ class LautumRegularizer(keras.layers.Layer):
             "power_iterations": self.power_iterations,
             "seed": self.seed,
             "input_shape_hint": self.input_shape_hint,
+            "cross_replica": self.cross_replica,
         }
         base_config = super().get_config()
         return {**base_config, **config}
+
+
+def _standard_normal(n, seed_generator):
+    """`n` standard normal draws (Box-Muller on `random_bits`): the same numbers in graph
+    mode, under XLA (where TensorFlow's own stateless generators draw others) and on every
+    replica of a strategy (their seed generators are mirrored)."""
+    bits = random_bits(2 * n, seed_generator)
+    uniform = (tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) + 0.5) / 2.0**24
+    radius = tf.sqrt(-2.0 * tf.math.log(uniform[:n]))
+    return radius * tf.cos((2.0 * np.pi) * uniform[n:])
 
 
 def _ledoit_wolf_coefficient(x, mean, scale, corr, chunk_size):

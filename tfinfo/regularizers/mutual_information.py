@@ -24,6 +24,21 @@ class MutualInformationRegularizer(keras.layers.Layer):
     unlabeled target set), so raw pixels reach the critic at unit scale; features with
     zero variance map to 0. Before `adapt`, `x` is used as is.
 
+    Under a `tf.distribute` strategy with several replicas (and `cross_replica=True`)
+    the scores are those of the global batch (`critic_scores(..., cross_replica=True)`:
+    the replicas' `x` and `z` are all-gathered, the marginal shuffle is a permutation of
+    the global batch, drawn alike on every replica from the mirrored seed generator (and
+    alike in graph mode and under XLA: `tfinfo.critics.marginals.random_permutation`),
+    and each replica scores its own rows), so every replica holds the global value and
+    the same MINE moving average. The gradient a replica receives is that of the global
+    value summed over the replicas: a train step divides the term (and the critic's
+    loss) by the number of replicas, as Keras divides compiled losses.
+
+    The layer's own dtype policy is float32 unless `dtype` is passed (its statistics
+    and the bounds stay float32 under a mixed precision policy); the critic keeps its
+    own policy (under `mixed_float16` it computes in half precision and its scores are
+    cast to float32 before any bound).
+
     Args:
         critic: a critic layer (default `ConcatCritic("small")`, the MINE statistics
             network on `[flatten(x), z]`).
@@ -35,6 +50,7 @@ class MutualInformationRegularizer(keras.layers.Layer):
             pair; required by InfoNCE).
         decay: MINE's moving-average decay.
         seed: seed of the marginal shuffles.
+        cross_replica: score the global batch under a multi-replica strategy.
         **kwargs: base `Layer` arguments.
 
     Call arguments:
@@ -67,8 +83,10 @@ class MutualInformationRegularizer(keras.layers.Layer):
         marginal="shuffle",
         decay=0.99,
         seed=None,
+        cross_replica=True,
         **kwargs,
     ):
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         bounds_lib.check_estimator(estimator, tau=tau, smile_gradient=smile_gradient, decay=decay)
         if marginal not in MARGINALS:
@@ -89,6 +107,7 @@ class MutualInformationRegularizer(keras.layers.Layer):
         self.marginal = marginal
         self.decay = float(decay)
         self.seed = seed
+        self.cross_replica = bool(cross_replica)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape):
@@ -149,7 +168,9 @@ class MutualInformationRegularizer(keras.layers.Layer):
             update_state = bool(training)
         x = self.normalize(x)
         z = tf.cast(z, tf.float32)
-        scores = critic_scores(self.critic, x, z, marginal=self.marginal, seed=self.seed_generator)
+        scores = critic_scores(
+            self.critic, x, z, marginal=self.marginal, seed=self.seed_generator, cross_replica=self.cross_replica
+        )
         if self.estimator != "mine":
             return bounds_lib.evaluate_bound(
                 self.estimator,
@@ -176,6 +197,7 @@ class MutualInformationRegularizer(keras.layers.Layer):
             "marginal": self.marginal,
             "decay": self.decay,
             "seed": self.seed,
+            "cross_replica": self.cross_replica,
         }
         base_config = super().get_config()
         return {**base_config, **config}
