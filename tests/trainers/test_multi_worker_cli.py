@@ -57,7 +57,8 @@ def _workers(config, tmp_path):
     return [tmp_path / f"worker{i}" for i in range(2)]
 
 
-@pytest.mark.parametrize("method", ["mmd", pytest.param("mi", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("method", ["lautum", pytest.param("mmd", marks=pytest.mark.slow),
+                                    pytest.param("mi", marks=pytest.mark.slow)])
 def test_two_workers_end_with_identical_weights_equal_to_one_device(tmp_path, method):
     config = _config(tmp_path, method)
     # Dropout and input noise off: each replica draws masks for its half of the batch,

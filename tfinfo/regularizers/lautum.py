@@ -365,7 +365,11 @@ class LautumRegularizer(keras.layers.Layer):
         x, w = tf.cast(x, tf.float32), tf.cast(w, tf.float32)
         context = tf.distribute.get_replica_context()
         if self.cross_replica and context is not None and context.num_replicas_in_sync > 1:
-            x, w = context.all_gather([x, w], axis=0)
+            # `tf.identity` places the tensors on this replica's device: under
+            # MultiWorkerMirroredStrategy an all-gather of the raw input batch (a float32
+            # dataset element, which the cast returns as it is) fails with
+            # "destinations can not be empty".
+            x, w = context.all_gather([tf.identity(x), tf.identity(w)], axis=0)
         xt, wt = self._features(x, w)
         n = tf.cast(tf.shape(xt)[0], tf.float32)
         cross_b = tf.matmul(xt, wt, transpose_a=True) / n
