@@ -123,6 +123,24 @@ class ClassifierWrapper(keras.Model):
         return {m.name: m.result() for m in (self.total_tracker, self.ce_tracker, self.accuracy_tracker)}
 
 
+class OptimizerBuiltAtCompileMixin:
+    """`compile` also builds the optimizer on `self._trained_variables()` (the variables
+    `train_step` updates), in the model's strategy scope and outside the traced step:
+    a `tf.function` that creates variables on its first trace is traced again."""
+
+    def compile(self, optimizer="adam", **kwargs):
+        """`Model.compile`; also builds the optimizer on the variables `train_step` updates."""
+        super().compile(optimizer=optimizer, **kwargs)
+        with self.distribute_strategy.scope():
+            if not self.optimizer.built:
+                self.optimizer.build(self._trained_variables())
+
+    def compile_from_config(self, config):
+        # `compile` is overridden, so Keras leaves compiling a loaded model to us; the
+        # optimizer is built by `compile` and its saved state is loaded next.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+
 class CriticOptimizerMixin:
     """`compile(critic_optimizer=...)` for models that train a critic with its own optimizer.
 

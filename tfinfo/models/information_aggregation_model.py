@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tfinfo.layers.measurement_noise import portable_randint
 from tfinfo.models.classifier_wrapper import ClassifierWrapper
+from tfinfo.models.classifier_wrapper import OptimizerBuiltAtCompileMixin
 from tfinfo.models.classifier_wrapper import features_and_logits_model
 
 
@@ -52,7 +53,7 @@ def _global_batch(*tensors):
 
 
 @keras.saving.register_keras_serializable(package="tfinfo")
-class InformationAggregationModel(ClassifierWrapper):
+class InformationAggregationModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
     """CTC stage 1: trains a classifier with `CE + alpha * L_IAS` (information aggregation).
 
     `L_IAS` is the InfoNCE loss of instance discrimination against a memory bank
@@ -275,23 +276,6 @@ class InformationAggregationModel(ClassifierWrapper):
         if self.projection_head is not None:
             variables = variables + self.projection_head.trainable_variables
         return variables
-
-    def compile(self, optimizer="adam", **kwargs):
-        """`Model.compile`; also builds the optimizer on the variables `train_step` updates.
-
-        Building it here (in the model's distribution strategy scope), outside the traced
-        step, saves a second trace of `train_step` (a `tf.function` that creates
-        variables on its first trace is traced again).
-        """
-        super().compile(optimizer=optimizer, **kwargs)
-        with self.distribute_strategy.scope():
-            if not self.optimizer.built:
-                self.optimizer.build(self._trained_variables())
-
-    def compile_from_config(self, config):
-        # `compile` is overridden, so Keras leaves compiling a loaded model to us; the
-        # optimizer is built by `compile` and its saved state is loaded next.
-        self.compile(**keras.saving.deserialize_keras_object(config))
 
     def train_step(self, data):
         x, y = data[0], data[1]

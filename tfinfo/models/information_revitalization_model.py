@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfinfo.models.classifier_wrapper import ClassifierWrapper
+from tfinfo.models.classifier_wrapper import OptimizerBuiltAtCompileMixin
 from tfinfo.models.classifier_wrapper import features_and_logits_model
 from tfinfo.models.information_aggregation_model import InformationAggregationModel
 from tfinfo.models.information_aggregation_model import _check_number
@@ -21,7 +22,7 @@ def _copy_layer(layer, input_shape):
 
 
 @keras.saving.register_keras_serializable(package="tfinfo")
-class InformationRevitalizationModel(ClassifierWrapper):
+class InformationRevitalizationModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
     """CTC stage 2: trains a classifier with `CE + beta * L_IRS` (information revitalization).
 
     The information bank is a frozen copy of the stage-1 network: it maps images to
@@ -210,23 +211,6 @@ class InformationRevitalizationModel(ClassifierWrapper):
         if self.projection_head is not None:
             variables = variables + self.projection_head.trainable_variables
         return variables
-
-    def compile(self, optimizer="adam", **kwargs):
-        """`Model.compile`; also builds the optimizer on the variables `train_step` updates.
-
-        Building it here (in the model's distribution strategy scope), outside the traced
-        step, saves a second trace of `train_step` (a `tf.function` that creates
-        variables on its first trace is traced again).
-        """
-        super().compile(optimizer=optimizer, **kwargs)
-        with self.distribute_strategy.scope():
-            if not self.optimizer.built:
-                self.optimizer.build(self._trained_variables())
-
-    def compile_from_config(self, config):
-        # `compile` is overridden, so Keras leaves compiling a loaded model to us; the
-        # optimizer is built by `compile` and its saved state is loaded next.
-        self.compile(**keras.saving.deserialize_keras_object(config))
 
     def train_step(self, data):
         x, y = _images(data[0]), data[1]

@@ -4,12 +4,13 @@ import keras
 import tensorflow as tf
 
 from tfinfo.models.classifier_wrapper import ClassifierWrapper
+from tfinfo.models.classifier_wrapper import OptimizerBuiltAtCompileMixin
 from tfinfo.models.classifier_wrapper import representation_and_logits_model
 from tfinfo.regularizers.conditional_log_variance import ConditionalLogVarianceRegularizer
 
 
 @keras.saving.register_keras_serializable(package="tfinfo")
-class SurrogateBottleneckModel(ClassifierWrapper):
+class SurrogateBottleneckModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
     """`CE + weight * R(Z)`, with `Z` the output of a (noisy) bottleneck layer.
 
     Kirsch et al. (seed 004) replace `I(X; Z)` by cheap upper-bound surrogates of the
@@ -83,23 +84,6 @@ class SurrogateBottleneckModel(ClassifierWrapper):
 
     def _trained_variables(self):
         return self.classifier.trainable_variables
-
-    def compile(self, optimizer="adam", **kwargs):
-        """`Model.compile`; also builds the optimizer on the variables `train_step` updates.
-
-        Building it here (in the model's distribution strategy scope), outside the traced
-        step, saves a second trace of `train_step` (a `tf.function` that creates
-        variables on its first trace is traced again).
-        """
-        super().compile(optimizer=optimizer, **kwargs)
-        with self.distribute_strategy.scope():
-            if not self.optimizer.built:
-                self.optimizer.build(self._trained_variables())
-
-    def compile_from_config(self, config):
-        # `compile` is overridden, so Keras leaves compiling a loaded model to us; the
-        # optimizer is built by `compile` and its saved state is loaded next.
-        self.compile(**keras.saving.deserialize_keras_object(config))
 
     def train_step(self, data):
         x, y = data[0], data[1]
