@@ -265,11 +265,6 @@ class InformationAggregationModel(OptimizerBuiltAtCompileMixin, ClassifierWrappe
         return indices
 
     # -- training -------------------------------------------------------------------
-    def call(self, inputs, training=None):
-        if isinstance(inputs, (tuple, list)) and len(inputs) == 2 and len(self.classifier.inputs) == 1:
-            inputs = inputs[0]  # an `(x, index)` training pair
-        return self.classifier(inputs, training=training)
-
     def _trained_variables(self):
         """The classifier's and the projection head's trainable variables."""
         variables = self.classifier.trainable_variables

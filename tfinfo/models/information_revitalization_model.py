@@ -200,17 +200,8 @@ class InformationRevitalizationModel(OptimizerBuiltAtCompileMixin, ClassifierWra
         scores = tf.matmul(t_2, t_1_hat, transpose_b=True) / self.temperature
         return tf.reduce_mean(tf.reduce_logsumexp(scores, axis=1) - tf.linalg.diag_part(scores))
 
-    def call(self, inputs, training=None):
-        if isinstance(inputs, (tuple, list)) and len(inputs) == 2 and len(self.classifier.inputs) == 1:
-            inputs = inputs[0]  # an `(x, index)` training pair
-        return self.classifier(inputs, training=training)
-
-    def _trained_variables(self):
-        """The classifier's and the projection head's trainable variables."""
-        variables = self.classifier.trainable_variables
-        if self.projection_head is not None:
-            variables = variables + self.projection_head.trainable_variables
-        return variables
+    # The classifier's and the projection head's trainable variables, as in stage 1.
+    _trained_variables = InformationAggregationModel._trained_variables
 
     def train_step(self, data):
         x, y = _images(data[0]), data[1]
