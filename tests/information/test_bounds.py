@@ -134,8 +134,9 @@ def test_smile_clips_only_the_marginal_term_and_its_gradient_is_explicit():
     )
     assert float(value_dv) == pytest.approx(ref_smile(joint, marginal, tau), rel=1e-12)
     assert float(value_js) == pytest.approx(float(value_dv), rel=1e-12)
-    # "dv": d/dT_j = 1/n; clipped marginal entries get no gradient.
-    np.testing.assert_allclose(gj_dv.numpy(), np.full(4, 0.25), rtol=1e-12)
+    # "dv": the gradient of E_p[min(T, tau)] - log E_q[clip(e^T)]: d/dT_j = 1/n below tau,
+    # 0 above; clipped marginal entries get no gradient.
+    np.testing.assert_allclose(gj_dv.numpy(), np.where(joint < tau, 0.25, 0.0), rtol=1e-12)
     clipped = np.abs(marginal) > tau
     assert np.all(gm_dv.numpy()[clipped] == 0.0)
     inside = np.exp(np.clip(marginal, -tau, tau))
@@ -143,6 +144,45 @@ def test_smile_clips_only_the_marginal_term_and_its_gradient_is_explicit():
     # "js": the f-GAN Jensen-Shannon gradient.
     np.testing.assert_allclose(gj_js.numpy(), special.expit(-joint) / 4, rtol=1e-10)
     np.testing.assert_allclose(gm_js.numpy(), -special.expit(marginal) / 6, rtol=1e-10)
+
+
+@pytest.mark.parametrize("c", [-3.0, 0.5, 3.0, 50.0])
+def test_smile_dv_gradient_does_not_reward_a_critic_that_runs_away(c):
+    # The clipped DV of a constant critic T = c is c - clip(c, -tau, tau): unbounded in c.
+    # Its plain gradient along c is 1 once c > tau (the marginal term has saturated), which
+    # is what drove trained critics to thousands of nats; the "dv" surrogate's is 0 there.
+    # Below -tau (value c + tau < 0) it stays 1, which pulls c back up.
+    tau = 1.0
+    shift = tf.Variable(c, dtype=tf.float64)
+    with tf.GradientTape() as tape:
+        bound = bounds.smile_bound(shift + tf.zeros(8, tf.float64), shift + tf.zeros(56, tf.float64), tau, "dv")
+    assert float(bound.surrogate) == pytest.approx(c - np.clip(c, -tau, tau), abs=1e-12)
+    assert float(tape.gradient(bound.surrogate, shift)) == pytest.approx(1.0 if c < -tau else 0.0, abs=1e-12)
+
+
+def test_smile_at_the_optimal_critic_is_biased_at_finite_tau():
+    # 4-D Gaussians with correlation 0.93 (4.0 nats); tau = 2 clips most marginal scores.
+    dim, rho, tau = 4, 0.93, 2.0
+    x, z, mi = correlated_gaussians(20000, dim, rho, seed=8)
+    perm = np.random.default_rng(9).permutation(len(x))
+    joint, marginal = optimal_gaussian_critic(x, z, rho), optimal_gaussian_critic(x, z[perm], rho)
+    value = float(bounds.smile_bound(joint, marginal, tau=tau).value)
+    # The population value, float64 numpy on 400,000 fresh samples: about 4.91, not 4.00.
+    xr, zr, _ = correlated_gaussians(400000, dim, rho, seed=10)
+    zq = np.random.default_rng(11).standard_normal(zr.shape)
+    reference = ref_smile(optimal_gaussian_critic(xr, zr, rho), optimal_gaussian_critic(xr, zq, rho), tau)
+    assert reference > mi + 0.5
+    assert abs(value - reference) < 0.1, (value, reference, mi)
+
+
+def test_infonce_is_invariant_to_functions_of_x_only():
+    rng = np.random.default_rng(12)
+    s = rng.normal(0.0, 2.0, size=(32, 32))
+    a = rng.normal(0.0, 5.0, size=32)
+    np.testing.assert_allclose(float(bounds.infonce_bound(s + a[:, None]).value), ref_infonce(s), rtol=1e-12)
+    shifted = s + a[None, :]
+    np.testing.assert_allclose(float(bounds.infonce_bound(shifted).value), ref_infonce(shifted), rtol=1e-12)
+    assert abs(ref_infonce(shifted) - ref_infonce(s)) > 0.1
 
 
 def test_infonce_is_capped_at_log_k():

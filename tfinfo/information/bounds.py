@@ -1,9 +1,15 @@
 """Variational lower bounds on mutual information from critic scores.
 
-Every bound here is written so that its optimal critic is the same function: the log
-density ratio `T*(x, z) = log p(x, z) / (p(x) p(z))` (for InfoNCE, up to any function of
-`z`). With `T*` each bound equals `I(X; Z)` up to sampling error, except InfoNCE, which
-is capped at `log K` for `K` samples per batch.
+At the log density ratio `T*(x, z) = log p(x, z) / (p(x) p(z))` the bounds' population
+values differ:
+DV and MINE equal `I(X; Z)` (so does `T* + c` for any constant `c`); NWJ equals it at
+`T*` exactly (written here with the `+1`, so that its optimum is `T*` rather than the
+usual `1 + T*`); InfoNCE (invariant to adding any function of `x`) stays below
+`log K` for `K` samples per batch, so it reaches `I` only when `K >> e^I`; the
+Jensen-Shannon training objective bounds a JS divergence, not the MI, but its maximizer
+is `T*` and `js_bound` reports NWJ of the same scores. SMILE at a finite `tau` is biased
+at `T*`, in either direction (clipping `e^T` from above lowers its partition term,
+from below raises it): it is not a lower bound, and is exact only as `tau -> inf`.
 
 Inputs are critic scores: `joint` holds `T(x_i, z_i)` on samples of `p(x, z)`; `marginal`
 holds `T(x_i, z_j)` on samples of `p(x) p(z)` (an in-batch shuffle, or all `i != j`
@@ -13,8 +19,8 @@ for the other bounds.
 
 Each bound returns a `Bound(value, surrogate)`. `value` is the number to report.
 `value` keeps its own autodiff gradient; `surrogate` has the same forward value but the
-gradient of the estimator's training objective, which for MINE, SMILE and JS differs from the gradient of `value`:
-maximize `surrogate` to train a critic, minimize it to lower the information a
+gradient of the estimator's training objective, which for MINE, SMILE and JS differs from
+the gradient of `value`: maximize `surrogate` to train a critic, minimize it to lower the information a
 representation carries. All work is in float32 (or the inputs' float64), whatever the
 mixed-precision policy, and every `log E[exp(.)]` is computed stably.
 
@@ -151,10 +157,22 @@ def smile_bound(joint, marginal, tau=5.0, gradient="js"):
     """SMILE: DV with `exp(T)` clipped to `[e^-tau, e^tau]` in the marginal term only.
 
     `value = E_p[T] - log E_q[clip(e^T, e^-tau, e^tau)]` (Song & Ermon 2020, eq. 17).
-    Public ports disagree on the gradient, so it is explicit: `"js"` (the authors' code:
-    the critic is trained with the Jensen-Shannon objective of `js_bound`, and only the
-    reported value is the clipped DV) or `"dv"` (the gradient of the clipped DV itself;
-    clipped scores get no gradient in the marginal term).
+    Public ports disagree on the gradient, so it is explicit:
+
+    - `"js"` (the authors' code): the critic is trained with the Jensen-Shannon
+      objective of `js_bound`, whose maximizer is the log density ratio; only the
+      reported value is the clipped DV.
+    - `"dv"`: the gradient of `E_p[min(T, tau)] - log E_q[clip(e^T, e^-tau, e^tau)]`,
+      i.e. of eq. 17 with the joint scores capped at `tau` too (joint scores above
+      `tau` get no gradient, as clipped marginal scores already do). Eq. 17 itself is
+      unbounded above as a function of the critic (`T = c` gives `c - tau` for
+      `c > tau`: once the marginal term saturates at `tau`, its gradient vanishes and
+      the joint term's pushes `T` up without limit; a critic trained on it reported
+      thousands of nats on independent data). The capped objective is at most the DV
+      bound of the critic `clip(T, -tau, tau)`, hence at most `I(X; Z)` for every
+      critic, and equals eq. 17 (value and gradient) wherever no score exceeds `tau`.
+
+    With `tau=None` (no clipping) `"dv"` is the plain DV gradient.
 
     Args:
         joint: scores on joint samples.
@@ -175,9 +193,12 @@ def smile_bound(joint, marginal, tau=5.0, gradient="js"):
     if tau is not None and math.isfinite(float(tau)):
         clipped = tf.clip_by_value(marginal, -float(tau), float(tau))
     value = tf.reduce_mean(joint) - log_mean_exp(clipped)
-    if gradient == "dv":
+    if gradient == "js":
+        return Bound(value, _with_gradient_of(value, _js_divergence(joint, marginal)))
+    if clipped is marginal:
         return Bound(value, value)
-    return Bound(value, _with_gradient_of(value, _js_divergence(joint, marginal)))
+    objective = tf.reduce_mean(tf.minimum(joint, float(tau))) - log_mean_exp(clipped)
+    return Bound(value, _with_gradient_of(value, objective))
 
 
 def nwj_bound(joint, marginal):
@@ -216,7 +237,8 @@ def infonce_bound(scores):
     """InfoNCE: `mean_i [T(x_i, z_i) - log mean_j exp T(x_i, z_j)]` over a `K x K` matrix.
 
     Low variance, but never above `log K`: with `K` samples per batch it cannot report
-    more than `log K` nats.
+    more than `log K` nats. Each row is normalized over `z`, so adding any function of
+    `x` to the scores (`scores[i, :] += a(x_i)`) leaves it unchanged.
 
     Args:
         scores: `scores[i, j] = T(x_i, z_j)`; the diagonal holds the joint pairs.
