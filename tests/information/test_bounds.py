@@ -224,3 +224,31 @@ def test_integer_scores_and_non_square_matrices_are_rejected():
         bounds.dv_bound([1, 2], [0.0, 1.0])
     with pytest.raises(ValueError, match="square"):
         bounds.infonce_bound(np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize(
+    "fn, args, match",
+    [
+        (bounds.dv_bound, ([1.0], np.zeros(0)), "at least 1 score in `marginal`. Received: marginal.size=0"),
+        (bounds.nwj_bound, (np.zeros(0), [1.0]), "at least 1 score in `joint`. Received: joint.size=0"),
+        (bounds.smile_bound, ([1.0], np.zeros(0)), "marginal.size=0"),
+        (bounds.mine_bound, ([1.0], np.zeros(0)), "marginal.size=0"),
+        (bounds.split_scores, (np.ones((1, 1)),), "K >= 2 .* Received: K=1"),
+        (bounds.infonce_bound, (np.ones((1, 1)),), "K >= 2 .* Received: K=1"),
+    ],
+)
+def test_too_few_scores_are_refused(fn, args, match):
+    with pytest.raises(ValueError, match=match):
+        fn(*args)
+
+
+def test_too_few_scores_are_refused_inside_tf_function_with_dynamic_shapes():
+    vector = tf.TensorSpec([None], tf.float32)
+    dv = tf.function(lambda j, m: bounds.dv_bound(j, m).value, input_signature=[vector, vector])
+    assert float(dv(tf.constant([1.0]), tf.constant([0.0]))) == pytest.approx(1.0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Received: marginal.size="):
+        dv(tf.constant([1.0]), tf.zeros([0]))
+    infonce = tf.function(lambda s: bounds.infonce_bound(s).value, input_signature=[tf.TensorSpec([None, None])])
+    assert float(infonce(tf.eye(2))) == pytest.approx(ref_infonce(np.eye(2)), rel=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Received: K="):
+        infonce(tf.ones([1, 1]))

@@ -106,3 +106,48 @@ def test_mixed_policy_runs_the_critic_in_half_precision_and_the_bound_in_float32
     assert reg.x_mean.dtype == reg.log_moving_average.dtype == "float32"
     assert np.isfinite(float(bound.value))
     assert reg.get_config()["cross_replica"] is True
+
+
+@pytest.mark.parametrize("marginal", ["shuffle", "all_pairs"])
+def test_a_single_sample_batch_is_refused_with_its_size(marginal):
+    # With one sample the "shuffle" marginal pairs it with itself: the "marginal" is the joint.
+    reg = MutualInformationRegularizer(ConcatCritic((8,)), estimator="dv", marginal=marginal, seed=0)
+    reg.build(((None, 2), (None, 3)))
+    with pytest.raises(ValueError, match="Expected a batch of at least 2 samples.*Received: batch_size=1"):
+        reg((tf.ones([1, 2]), tf.ones([1, 3])), training=True)
+    static_one = tf.function(reg.call, input_signature=[(tf.TensorSpec([1, 2]), tf.TensorSpec([1, 3]))])
+    with pytest.raises(ValueError, match="Received: batch_size=1"):
+        static_one.get_concrete_function()
+    with pytest.raises(ValueError, match="same number of samples"):
+        reg((tf.ones([4, 2]), tf.ones([3, 3])), training=True)
+
+
+def test_a_dynamic_single_sample_batch_fails_the_assertion_inside_tf_function():
+    reg = MutualInformationRegularizer(ConcatCritic((8,)), estimator="smile", seed=0)
+    reg.build(((None, 2), (None, 3)))
+    step = tf.function(lambda x, z: reg((x, z), training=True).value)
+    step(tf.ones([4, 2]), tf.ones([4, 3]))
+    dynamic = tf.function(
+        lambda x, z: reg((x, z), training=True).value,
+        input_signature=[tf.TensorSpec([None, 2]), tf.TensorSpec([None, 3])],
+    )
+    assert np.isfinite(float(dynamic(tf.ones([4, 2]), tf.ones([4, 3]))))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Expected a batch of at least 2 samples"):
+        dynamic(tf.ones([1, 2]), tf.ones([1, 3]))
+
+
+def test_the_batch_assertion_compiles_under_xla():
+    # XLA compiles tf.debugging assertions as no-ops: the dynamic check must not break
+    # jit_compile (there only a static batch size of 1 is refused).
+    x, z, _ = correlated_gaussians(16, 2, RHO, seed=3)
+    reg = MutualInformationRegularizer(ConcatCritic((8,)), estimator="smile", seed=0)
+    reg.build(((None, 2), (None, 2)))
+    spec = tf.TensorSpec([None, 2])
+    graph = tf.function(lambda x, z: reg((x, z)).value, input_signature=[spec, spec])
+    xla = tf.function(lambda x, z: reg((x, z)).value, input_signature=[spec, spec], jit_compile=True)
+    x, z = tf.constant(x, tf.float32), tf.constant(z, tf.float32)
+    reg.seed_generator.state.assign([0, 0])
+    expected = float(graph(x, z))
+    reg.seed_generator.state.assign([0, 0])
+    assert float(xla(x, z)) == pytest.approx(expected, rel=1e-5)
+

@@ -6,6 +6,12 @@ import keras
 import tensorflow as tf
 
 MARGINALS = ("shuffle", "all_pairs")
+MIN_BATCH_SIZE = 2
+_BATCH_SIZE_MESSAGE = (
+    "Expected a batch of at least 2 samples: marginal pairs join a sample's x with another "
+    "sample's z (with one sample, the 'shuffle' marginal pairs it with itself, a joint pair). "
+    "Received: batch_size="
+)
 
 CriticScores = collections.namedtuple("CriticScores", ["joint", "marginal", "matrix"])
 CriticScores.__doc__ = """Joint scores `(N,)`, marginal scores, and the `N x N` matrix (or None)."""
@@ -28,7 +34,9 @@ def critic_scores(critic, x, z, marginal="shuffle", seed=None, cross_replica=Fal
     Args:
         critic: a critic layer (`ConcatCritic`, `SeparableCritic`, or any layer with
             `call((x, z)) -> (N,)` and, for `"all_pairs"`, `score_matrix(x, z)`).
-        x, z: aligned samples with the same leading dimension `N >= 2`.
+        x, z: aligned samples with the same leading dimension `N >= 2` (the global `N`
+            with `cross_replica`). A smaller batch is refused: `ValueError` when `N` is
+            static, a `tf.debugging` assertion in a traced step (which XLA ignores).
         marginal: `"shuffle"`: the pairs `(x_{p(i)}, z_{p(i+1)})` for a random
             permutation `p`, `N` pairs and never an aligned one; `"all_pairs"`: all
             `N (N - 1)` pairs `i != j` (needed by InfoNCE; cheap for a separable critic).
@@ -42,9 +50,16 @@ def critic_scores(critic, x, z, marginal="shuffle", seed=None, cross_replica=Fal
     """
     if marginal not in MARGINALS:
         raise ValueError(f"Expected `marginal` to be one of {MARGINALS}. Received: marginal={marginal!r}")
+    x = tf.convert_to_tensor(x)
+    z = tf.convert_to_tensor(z)
+    if x.shape[0] is not None and z.shape[0] is not None and x.shape[0] != z.shape[0]:
+        raise ValueError(
+            f"Expected `x` and `z` to have the same number of samples. Received: {x.shape[0]} and {z.shape[0]}"
+        )
     context = tf.distribute.get_replica_context() if cross_replica else None
     if context is not None and context.num_replicas_in_sync > 1:
         return _global_critic_scores(context, critic, x, z, marginal, seed)
+    x = _checked_batch(x)
     if marginal == "all_pairs":
         from tfinfo.information.bounds import split_scores
 
@@ -57,6 +72,14 @@ def critic_scores(critic, x, z, marginal="shuffle", seed=None, cross_replica=Fal
     shifted = tf.roll(perm, shift=1, axis=0)
     off = critic((tf.gather(x, perm), tf.gather(z, shifted)))
     return CriticScores(joint, off, None)
+
+
+def _checked_batch(x):
+    """`x` with a batch of at least `MIN_BATCH_SIZE`: `ValueError` when the size is static,
+    a `tf.debugging` assertion otherwise (ignored by XLA; see `check_leading_size`)."""
+    from tfinfo.information.bounds import check_leading_size
+
+    return check_leading_size(x, MIN_BATCH_SIZE, _BATCH_SIZE_MESSAGE)
 
 
 def _hash32(x):
@@ -124,6 +147,7 @@ def _global_critic_scores(context, critic, x, z, marginal, seed):
     start = tf.reduce_sum(sizes[: context.replica_id_in_sync_group])
     rows = tf.range(start, start + local_size[0])
     x_all, z_all = (_dense_gradient(t) for t in context.all_gather([x, z], axis=0))
+    z_all = _checked_batch(z_all)  # the global batch: one sample per replica is enough
     if marginal == "all_pairs":
         from tfinfo.information.bounds import split_scores
 

@@ -52,7 +52,28 @@ def _as_float(x, name):
         raise ValueError(f"Expected `{name}` to be floating-point scores. Received: dtype={x.dtype.name}")
     if x.dtype in (tf.float16, tf.bfloat16):
         x = tf.cast(x, tf.float32)
-    return tf.reshape(x, [-1])
+    return check_leading_size(tf.reshape(x, [-1]), 1, f"Expected at least 1 score in `{name}`. Received: {name}.size=")
+
+
+def check_leading_size(t, minimum, message):
+    """`t`, checked to have at least `minimum` entries along axis 0.
+
+    Used for the bounds' scores and for the batches that critics score
+    (`tfinfo.critics.critic_scores`).
+
+    A static size is checked at once (`ValueError`, the size appended to `message`); a
+    dynamic one by a `tf.debugging` assertion that runs in eager mode and inside
+    `tf.function`. XLA (`jit_compile=True`) compiles the assertion but ignores it, so
+    there only statically known sizes are refused.
+    """
+    size = t.shape[0]
+    if size is not None:
+        if size < minimum:
+            raise ValueError(f"{message}{size}")
+        return t
+    check = tf.debugging.assert_greater_equal(tf.shape(t)[0], minimum, message=message)
+    with tf.control_dependencies([check]):
+        return tf.identity(t)
 
 
 def _with_gradient_of(value, objective):
@@ -89,6 +110,10 @@ def split_scores(scores):
         scores.shape[0] is not None and scores.shape[1] is not None and scores.shape[0] != scores.shape[1]
     ):
         raise ValueError(f"Expected `scores` to be a square K x K matrix. Received: shape={scores.shape}")
+    scores = check_leading_size(
+        scores, 2, "Expected a K x K score matrix with K >= 2 (its off-diagonal entries are the marginal samples). "
+        "Received: K="
+    )
     k = tf.shape(scores)[0]
     joint = tf.linalg.diag_part(scores)
     off = tf.logical_not(tf.cast(tf.eye(k), tf.bool))

@@ -54,7 +54,12 @@ class MutualInformationRegularizer(keras.layers.Layer):
         **kwargs: base `Layer` arguments.
 
     Call arguments:
-        inputs: tuple `(x, z)`: `(N,) + input_shape` inputs and `(N, F)` features.
+        inputs: tuple `(x, z)`: `(N,) + input_shape` inputs and `(N, F)` features,
+            `N >= 2` (the global batch under a strategy): a marginal pair needs two
+            samples, and with one the shuffle would pair it with itself. A smaller
+            batch raises `ValueError` when `N` is static; in a traced step with a
+            dynamic `N` a `tf.debugging` assertion fails instead, except under XLA
+            (`jit_compile=True`), which compiles assertions as no-ops.
         training: MINE's moving average is updated when `update_state` is True.
         update_state: defaults to `training`; the classifier step passes False so that
             only critic steps move MINE's moving average.
