@@ -26,6 +26,24 @@ def test_independent_samples_give_about_zero():
     assert abs(value) < 0.1
 
 
+def test_smile_with_the_dv_gradient_gives_about_zero_on_independent_samples():
+    # Trained on the gradient of the clipped DV itself, this reported 3,498 nats.
+    rng = np.random.default_rng(100)
+    x, z = rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2))
+    value = estimate_mutual_information(x, z, estimator="smile", tau=1.0, smile_gradient="dv", steps=400, seed=0)
+    assert abs(value) < 0.1, value
+
+
+@pytest.mark.parametrize("dim, rho, tau, below, above", [(2, 0.8, 1.0, 0.5, 0.2), (4, 0.93, 5.0, 1.3, 0.3)])
+def test_smile_with_the_dv_gradient_does_not_diverge_on_correlated_gaussians(dim, rho, tau, below, above):
+    # True MI 1.02 and 4.00 nats. Measured: 0.73 (the "js" gradient: 0.87; SMILE at the
+    # optimal critic: 1.09 at tau = 1) and 3.09 (held-out, "js": 3.09); the clipped DV's
+    # own gradient gave 57,165 and 81,328 nats.
+    x, z, mi = correlated_gaussians(2000, dim, rho, seed=20)
+    value = estimate_mutual_information(x, z, estimator="smile", tau=tau, smile_gradient="dv", steps=600, seed=0)
+    assert mi - below <= value <= mi + above, (value, mi)
+
+
 def test_details_report_the_split_and_the_infonce_cap(gaussians):
     x, z, _ = gaussians
     details = estimate_mutual_information(

@@ -85,7 +85,9 @@ def estimate_mutual_information(
         batch_size: training minibatch size.
         learning_rate: Adam learning rate.
         holdout: fraction of samples held out for the reported value, in (0, 1).
-        tau, smile_gradient: SMILE's clipping and gradient (`"js"` or `"dv"`).
+        tau, smile_gradient: SMILE's clipping and gradient (`"js"` or `"dv"`; see
+            `tfinfo.information.bounds.smile_bound`). The reported SMILE value is biased
+            at finite `tau` even for the optimal critic.
         decay: MINE's moving-average decay.
         standardize: scale each feature of `x` and `z` to zero mean and unit variance
             using held-in statistics (mutual information is invariant to this).
