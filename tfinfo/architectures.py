@@ -3,6 +3,8 @@
 import keras
 
 from tfinfo.layers.image_preprocessing import ImagePreprocessing
+from tfinfo.layers.pattern_leaky_relu import PatternLeakyReLU
+from tfinfo.layers.pattern_max_pooling_2d import PatternMaxPooling2D
 
 # Channel widths (conv block 1, conv block 2, valid 3x3 conv, 1x1, 1x1).
 _WIDTHS = {
@@ -79,12 +81,12 @@ def build_classifier(
     for block, width in enumerate((w1, w2)):
         for _ in range(3):
             x = conv(width, 3)(x)
-            x = keras.layers.LeakyReLU(negative_slope=0.1)(x)
-        x = keras.layers.MaxPooling2D(2)(x)
+            x = PatternLeakyReLU(negative_slope=0.1)(x)
+        x = PatternMaxPooling2D(2)(x)
         x = keras.layers.Dropout(dropout, seed=None if seed is None else next(seeds))(x)
     for width, kernel, padding in ((w3, 3, "valid"), (w4, 1, "same"), (w5, 1, "same")):
         x = conv(width, kernel, padding)(x)
-        x = keras.layers.LeakyReLU(negative_slope=0.1)(x)
+        x = PatternLeakyReLU(negative_slope=0.1)(x)
     features = keras.layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(x)
     logits = keras.layers.Dense(num_classes, kernel_initializer=init(), name="logits")(features)
     return keras.Model(inputs, logits, name=name or f"{architecture}_cnn")

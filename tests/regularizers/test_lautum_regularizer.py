@@ -65,86 +65,195 @@ def test_adapt_handles_constant_features_and_matches_ledoit_wolf():
     assert np.all(np.isfinite(reg.x_whitener.numpy()))
 
 
-def test_ema_update_matches_its_formula():
+# --------------------------------------------------------------------------------------
+# An independent float64 reference: the joint covariance recursion, the Lautum
+# information as a KL divergence between Gaussians (not the layer's spectral formula),
+# the canonical correlations by an SVD, and gradients by central differences.
+
+
+def _np_lautum(jxx, jxw, jww, max_correlation=None):
+    """Lautum information of N(0, J) in nats; with a bound, each rho clamped at it."""
+    k = jxx.shape[0]
+    if max_correlation is None:
+        joint = np.block([[jxx, jxw], [jxw.T, jww]])
+        diag = np.block([[jxx, np.zeros_like(jxw)], [np.zeros_like(jxw.T), jww]])
+        _, ld_j = np.linalg.slogdet(joint)
+        _, ld_d = np.linalg.slogdet(diag)
+        return 0.5 * (np.trace(np.linalg.solve(joint, diag)) - 2 * k + ld_j - ld_d)
+    lx, lw = np.linalg.cholesky(jxx), np.linalg.cholesky(jww)
+    c = np.linalg.solve(lx, jxw) @ np.linalg.inv(lw).T
+    lam = np.minimum(np.linalg.svd(c, compute_uv=False) ** 2, max_correlation**2)
+    return float(np.sum(0.5 * np.log1p(-lam) + lam / (1 - lam)))
+
+
+class _Reference:
+    """float64 numpy re-implementation of the layer's statistics, step by step."""
+
+    def __init__(self, reg):
+        self.reg = reg
+        k = reg.feature_dim
+        self.jxx, self.jxw, self.jww = np.eye(k), np.zeros((k, k)), np.eye(k)
+        self.t = 0
+
+    def omega(self, t, n):
+        return max(1.0 / (t + self.reg.feature_dim / n), 1.0 - self.reg.ema_decay)
+
+    def blocks_after(self, x, w):
+        xt, wn = _numpy_features(self.reg, x, w)
+        n = len(x)
+        om = self.omega(self.t + 1, n)
+        return (
+            (1 - om) * self.jxx + om * xt.T @ xt / n,
+            (1 - om) * self.jxw + om * xt.T @ wn / n,
+            (1 - om) * self.jww + om * wn.T @ wn / n,
+        )
+
+    def value_after(self, x, w, bounded=True):
+        bound = self.reg.max_correlation if bounded else None
+        return _np_lautum(*self.blocks_after(x, w), max_correlation=bound)
+
+    def step(self, x, w):
+        self.jxx, self.jxw, self.jww = self.blocks_after(x, w)
+        self.t += 1
+
+    def gradient(self, x, w, eps=1e-5):
+        """Central differences of the bounded value after this batch, with respect to w."""
+        grad = np.zeros(w.size)
+        flat = w.astype(np.float64).ravel()
+        for i in range(flat.size):
+            up, down = flat.copy(), flat.copy()
+            up[i] += eps
+            down[i] -= eps
+            grad[i] = (self.value_after(x, up.reshape(w.shape)) - self.value_after(x, down.reshape(w.shape))) / (2 * eps)
+        return grad
+
+
+def _layer_step(reg, x, w):
+    w = tf.Variable(w, dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        surrogate, value = reg((tf.constant(x, tf.float32), w), training=True)
+    return float(value), float(surrogate), tape.gradient(surrogate, w).numpy().ravel()
+
+
+def _cosine(a, b):
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _batches(x, steps, n, seed, dim, coupling):
+    """Target batches and Jacobian-like proxies partly linear in x (correlations grow)."""
+    rng = np.random.default_rng(seed)
+    mix = rng.normal(size=(x[0].size, x[0].size))
+    for _ in range(steps):
+        xb = x[rng.integers(0, len(x), n)]
+        wb = coupling * xb.reshape(n, -1) @ mix / 255.0 + rng.normal(size=(n, x[0].size))
+        yield xb, wb.reshape(xb.shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_joint_covariance_follows_its_recursion(mode):
     x = _images(200, seed=1)
-    reg = LautumRegularizer(ema_decay=0.9, input_shape_hint=x.shape[1:])
+    reg = LautumRegularizer(ema_decay=0.9, mode=mode, input_shape_hint=x.shape[1:])
     reg.adapt(x)
-    rng = np.random.default_rng(2)
-    batches = [(x[i * 16 : (i + 1) * 16], rng.normal(size=(16,) + x.shape[1:]).astype(np.float32)) for i in range(3)]
-    cross, cov = 0.0, 0.0
-    for xb, wb in batches:
+    ref = _Reference(reg)
+    for xb, wb in _batches(x, 30, 16, seed=2, dim=36, coupling=0.0):
         reg((tf.constant(xb), tf.constant(wb)), training=True)
-        xt, wn = _numpy_features(reg, xb, wb)
-        cross = 0.9 * cross + 0.1 * xt.T @ wn / len(xb)
-        cov = 0.9 * cov + 0.1 * wn.T @ wn / len(xb)
-    np.testing.assert_allclose(reg.cross_ema.numpy(), cross, rtol=2e-4, atol=2e-6)
-    np.testing.assert_allclose(reg.w_ema.numpy(), cov, rtol=2e-4, atol=2e-6)
-    assert int(reg.step.numpy()) == 3
+        ref.step(xb, wb)
+    # 30 steps: the running mean (1 / (t + k/n)) hands over to the EMA (0.1) at t = 8.
+    np.testing.assert_allclose(reg.x_ema.numpy(), ref.jxx, atol=1e-5)
+    np.testing.assert_allclose(reg.cross_ema.numpy(), ref.jxw, atol=1e-5)
+    np.testing.assert_allclose(reg.w_ema.numpy(), ref.jww, atol=1e-5)
+    prior = np.prod([1 - ref.omega(t, 16) for t in range(1, 31)])
+    assert float(reg.shrinkage.numpy()) == pytest.approx(prior, rel=1e-5)
 
 
-def test_exact_mode_gradient_equals_autodiff_through_the_closed_form():
-    x = _images(200, seed=3)
-    a = 0.9
-    reg = LautumRegularizer(ema_decay=a, mode="exact", input_shape_hint=x.shape[1:])
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_value_and_gradient_match_a_float64_reference(mode):
+    x = _images(300, shape=(3, 3, 1), seed=3, constant_border=False)
+    reg = LautumRegularizer(ema_decay=0.8, mode=mode, refresh_every=5, max_correlation=0.9,
+                            input_shape_hint=x.shape[1:])
     reg.adapt(x)
-    rng = np.random.default_rng(4)
-    x1, x2 = tf.constant(x[:20]), tf.constant(x[20:40])
-    w1 = tf.constant(rng.normal(size=(20,) + x.shape[1:]), tf.float32)
-    w2 = tf.Variable(rng.normal(size=(20,) + x.shape[1:]), dtype=tf.float32)
-    reg((x1, w1), training=True)
-    prev_cross, prev_w = reg.cross_ema.numpy(), reg.w_ema.numpy()
-    power = reg.power_vector.numpy()
-    with tf.GradientTape() as tape:
-        surrogate, value = reg((x2, w2), training=True)
-    grad = tape.gradient(surrogate, w2).numpy()
-
-    # Reference: differentiate L((a S_1 + (1 - a) S_batch(w)) / (1 - a^2)) directly.
-    reg.power_vector.assign(power)
-    with tf.GradientTape() as tape:
-        xt, wt = reg._features(x2, w2)
-        n = 20.0
-        debias = 1 - a**2
-        cross = (a * prev_cross + (1 - a) * tf.matmul(xt, wt, transpose_a=True) / n) / debias
-        cov = (a * prev_w + (1 - a) * tf.matmul(wt, wt, transpose_a=True) / n) / debias
-        reference, _, _ = reg.closed_form(cross, cov, reg._shrinkage(tf.constant(2, tf.int64), 20))
-    ref_grad = tape.gradient(reference, w2).numpy()
-    assert float(value) == pytest.approx(float(reference), rel=1e-4)
-    assert np.linalg.norm(ref_grad) > 0
-    np.testing.assert_allclose(grad, ref_grad, rtol=2e-3, atol=2e-3 * np.abs(ref_grad).max())
+    ref = _Reference(reg)
+    active = 0
+    for xb, wb in _batches(x, 25, 12, seed=4, dim=9, coupling=3.0):
+        expected_value = ref.value_after(xb, wb)
+        expected_grad = ref.gradient(xb, wb)
+        value, surrogate, grad = _layer_step(reg, xb, wb)
+        ref.step(xb, wb)
+        assert value >= 0.0
+        assert value == pytest.approx(expected_value, rel=1e-4, abs=1e-6)
+        assert surrogate == pytest.approx(value, rel=1e-6)
+        assert _cosine(grad, expected_grad) > 0.9999
+        assert np.linalg.norm(grad) == pytest.approx(np.linalg.norm(expected_grad), rel=1e-3)
+        active += float(reg.bound_active.numpy())
+    # The coupled proxies push the top correlation past 0.9: the bound was exercised.
+    assert active >= 3
 
 
-def test_fast_mode_refreshes_the_adjoint_only_every_k_steps():
-    x = _images(200, seed=5)
-    reg = LautumRegularizer(mode="fast", refresh_every=3, ema_decay=0.9, input_shape_hint=x.shape[1:])
-    reg.adapt(x)
-    rng = np.random.default_rng(6)
-    adjoints = []
-    for i in range(5):
-        w = rng.normal(size=(16,) + x.shape[1:]).astype(np.float32)
-        reg((tf.constant(x[16 * i : 16 * (i + 1)]), tf.constant(w)), training=True)
-        adjoints.append(reg.adjoint_w.numpy().copy())
-    # Refreshes happen at steps 1 and 4.
-    np.testing.assert_array_equal(adjoints[0], adjoints[1])
-    np.testing.assert_array_equal(adjoints[1], adjoints[2])
-    assert not np.allclose(adjoints[2], adjoints[3])
-    np.testing.assert_array_equal(adjoints[3], adjoints[4])
+def test_kl_form_equals_the_canonical_correlation_form():
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(40, 8))
+    joint = a.T @ a / 40
+    jxx, jxw, jww = joint[:4, :4], joint[:4, 4:], joint[4:, 4:]
+    assert _np_lautum(jxx, jxw, jww) == pytest.approx(_np_lautum(jxx, jxw, jww, max_correlation=1 - 1e-12), rel=1e-9)
+
+
+def test_fast_mode_equals_exact_mode_step_by_step():
+    # D = 64, batch 32, the paper's decay: the fast mode's rank-n updates give the exact
+    # mode's value and gradient at every step, from the first one (float64 state).
+    x = _images(600, shape=(8, 8, 1), seed=6, constant_border=True)
+    fast = LautumRegularizer(mode="fast", input_shape_hint=x.shape[1:], refresh_every=50)
+    exact = LautumRegularizer(mode="exact", input_shape_hint=x.shape[1:])
+    fast.adapt(x)
+    exact.adapt(x)
+    for xb, wb in _batches(x, 120, 32, seed=7, dim=64, coupling=0.5):
+        v_fast, _, g_fast = _layer_step(fast, xb, wb)
+        v_exact, _, g_exact = _layer_step(exact, xb, wb)
+        assert v_fast >= 0.0
+        assert v_fast == pytest.approx(v_exact, rel=1e-4)
+        assert _cosine(g_fast, g_exact) > 0.9999
+    assert int(fast.nonfinite_count.numpy()) == int(exact.nonfinite_count.numpy()) == 0
+
+
+def test_bound_is_flat_past_max_correlation_and_sits_at_it():
+    reg = LautumRegularizer(max_correlation=0.9, input_shape_hint=(2,))
+    f = lambda rho: 0.5 * np.log(1 - rho**2) + rho**2 / (1 - rho**2)  # noqa: E731
+
+    def value_and_grad(rho):
+        cx, c, s = (tf.constant(m, tf.float64) for m in (np.eye(2), np.diag([rho, 0.3]), np.eye(2)))
+        value, grad_c, grad_s, lam, _ = reg.closed_form(cx, c, s)
+        return float(value), grad_c.numpy(), grad_s.numpy(), lam.numpy()
+
+    below, grad_below, _, _ = value_and_grad(0.85)
+    assert below == pytest.approx(f(0.85) + f(0.3), rel=1e-10)
+    assert grad_below[0, 0] > 0  # a larger correlation below the bound raises L
+    for rho in (0.9005, 0.95, 0.999):
+        value, grad_c, grad_s, lam = value_and_grad(rho)
+        # The value sits at the bound (rho = max_correlation exactly) ...
+        assert value == pytest.approx(f(0.9) + f(0.3), rel=1e-10)
+        # ... and nothing rewards pushing the top correlation further.
+        assert grad_c[0, 0] == 0.0 and grad_s[0, 0] == 0.0
+        assert grad_c[1, 1] > 0
+    # Where the value stops rising: within 1e-3 of max_correlation.
+    grid = np.linspace(0.85, 0.95, 1001)
+    values = np.array([value_and_grad(r)[0] for r in grid])
+    assert abs(grid[np.argmax(values >= values.max() - 1e-12)] - 0.9) <= 1e-3
 
 
 def test_bound_keeps_perfectly_correlated_inputs_finite():
     x = _images(300, seed=7, constant_border=False)
-    reg = LautumRegularizer(max_correlation=0.9, ema_decay=0.5, input_shape_hint=x.shape[1:])
-    reg.adapt(x)
-    values = []
-    for i in range(6):
-        xb = tf.constant(x[40 * i : 40 * (i + 1)])
-        _, value = reg((xb, xb * 3.0 + 1.0), training=True)  # w is a copy of x: rho -> 1
-        values.append(float(value))
-    assert np.all(np.isfinite(values))
-    assert float(reg.bound_active.numpy()) == 1.0
-    k = reg.feature_dim
-    rho = 0.9
-    assert max(values) <= k * (0.5 * np.log(1 - rho**2) + rho**2 / (1 - rho**2)) * 1.0001
-    assert int(reg.nonfinite_count.numpy()) == 0
+    for mode in ("fast", "exact"):
+        reg = LautumRegularizer(max_correlation=0.9, ema_decay=0.5, mode=mode, input_shape_hint=x.shape[1:])
+        reg.adapt(x)
+        values = []
+        for i in range(6):
+            xb = tf.constant(x[40 * i : 40 * (i + 1)])
+            _, value = reg((xb, xb * 3.0 + 1.0), training=True)  # w is a copy of x: rho -> 1
+            values.append(float(value))
+        assert np.all(np.isfinite(values))
+        assert float(reg.bound_active.numpy()) == 1.0
+        rho = 0.9
+        assert max(values) <= reg.feature_dim * (0.5 * np.log(1 - rho**2) + rho**2 / (1 - rho**2)) * (1 + 1e-6)
+        assert int(reg.nonfinite_count.numpy()) == 0
 
 
 def test_first_steps_with_constant_features_have_finite_value_and_gradient():
@@ -162,9 +271,38 @@ def test_first_steps_with_constant_features_have_finite_value_and_gradient():
     assert int(reg.nonfinite_count.numpy()) == 0
 
 
+def test_misuse_is_refused_with_expected_received():
+    x = _images(50, seed=10)
+    reg = LautumRegularizer(input_shape_hint=x.shape[1:])
+    w = tf.zeros((4,) + x.shape[1:])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Expected `adapt"):
+        reg((tf.constant(x[:4]), w), training=True)
+    with pytest.raises(ValueError, match="Expected unlabeled target inputs that vary.*Received: 50 inputs, all identical"):
+        reg.adapt(np.full_like(x, 7.0))
+    # 3 distinct images repeated: a target covariance of rank 2 cannot be whitened ...
+    low_rank = np.repeat(x[:3], 20, axis=0)
+    with pytest.raises(ValueError, match=r"Expected unlabeled target inputs spanning 30 dimensions .*"
+                       r"Received: 60 inputs of 36 features spanning rank 2; .* projection_dim <= 2"):
+        reg.adapt(low_rank)
+    # ... but their span can be.
+    projected = LautumRegularizer(input_shape_hint=x.shape[1:], projection_dim=2)
+    projected.adapt(low_rank)
+    assert projected.x_rank == 2
+    reg.adapt(x)
+    with pytest.raises(ValueError, match="Expected a batch of at least 2 .*Received: batch size 1"):
+        reg((tf.constant(x[:1]), w[:1]), training=True)
+    call = tf.function(lambda a, b: reg((a, b), training=True)[1],
+                       input_signature=[tf.TensorSpec((None,) + x.shape[1:])] * 2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Expected a batch of at least 2"):
+        call(tf.constant(x[:1]), w[:1])
+    assert float(call(tf.constant(x[:4]), w)) >= 0.0
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"mode": "slow"}, "Expected `mode` to be one of"),
-    ({"ema_decay": 1.0}, r"Expected `ema_decay` in \[0, 1\). Received: ema_decay=1.0"),
+    ({"ema_decay": 1.0}, r"Expected `ema_decay` in \(0, 1\). Received: ema_decay=1.0"),
+    ({"ema_decay": 0.0}, r"Expected `ema_decay` in \(0, 1\)"),
+    ({"precision": "float16"}, "Expected `precision` to be one of"),
     ({"max_correlation": 1.0}, "Expected `max_correlation` in"),
     ({"projection_dim": 100, "input_shape_hint": (4, 4, 1)}, "Expected `projection_dim` <= the input dimension 16"),
 ])
@@ -225,6 +363,6 @@ def test_statistics_stay_float32_under_a_mixed_policy():
             keras.mixed_precision.set_global_policy("float32")
         assert reg.dtype_policy.name == "float32"
         assert surrogate.dtype == value.dtype == tf.float32
-        assert all(v.dtype in ("float32", "int64", "bool") for v in reg.weights)
+        assert all(v.dtype in ("float32", "float64", "int64", "bool") for v in reg.weights)
         values[policy] = float(value)
     assert values["mixed_float16"] == pytest.approx(values["float32"], rel=1e-6)

@@ -2,7 +2,9 @@
 
 from tfinfo.layers.image_preprocessing import ImagePreprocessing
 from tfinfo.layers.measurement_noise import MeasurementNoise
+from tfinfo.layers.pattern_leaky_relu import PatternLeakyReLU
+from tfinfo.layers.pattern_max_pooling_2d import PatternMaxPooling2D
 from tfinfo.layers.zero_entropy_noise import ZERO_ENTROPY_VARIANCE
 from tfinfo.layers.zero_entropy_noise import ZeroEntropyNoise
 
-__all__ = ["ZERO_ENTROPY_VARIANCE", "ImagePreprocessing", "MeasurementNoise", "ZeroEntropyNoise"]
+__all__ = ["ZERO_ENTROPY_VARIANCE", "ImagePreprocessing", "MeasurementNoise", "PatternLeakyReLU", "PatternMaxPooling2D", "ZeroEntropyNoise"]

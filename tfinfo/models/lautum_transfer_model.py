@@ -39,6 +39,9 @@ class LautumTransferModel(ClassifierWrapper):
         lautum_weight: lambda in true nats (the paper's eq. 9 lambda is ours / 2).
         resample_projection: `"epoch"` (via the `ProjectionResampler` callback, which
             `fit` users add) or `"step"` (a fresh `r` at every step, inside `train_step`).
+        proxy_training: run the classifier in training mode (dropout, input noise) for
+            the Jacobian proxy `w` (True), or in inference mode (False), so that `w`
+            depends on the weights and `x` only. See docs/results.md for the ablation.
 
     Call arguments:
         inputs: images for the classifier, or a training pair `(x_source, x_target)`,
@@ -67,6 +70,7 @@ class LautumTransferModel(ClassifierWrapper):
         regularizer=None,
         lautum_weight=1.0,
         resample_projection="epoch",
+        proxy_training=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -90,6 +94,7 @@ class LautumTransferModel(ClassifierWrapper):
         self.regularizer = regularizer
         self.lautum_weight = float(lautum_weight)
         self.resample_projection = resample_projection
+        self.proxy_training = bool(proxy_training)
         self.ce_tracker = keras.metrics.Mean(name="ce")
         self.lautum_tracker = keras.metrics.Mean(name="lautum")
         self.total_tracker = keras.metrics.Mean(name="loss")
@@ -100,6 +105,17 @@ class LautumTransferModel(ClassifierWrapper):
     def adapt(self, x_unlabeled, **kwargs):
         """Computes the target statistics (`Sigma_x`) once. See `LautumRegularizer.adapt`."""
         self.regularizer.adapt(x_unlabeled, **kwargs)
+
+    def make_train_function(self, force=False):
+        # Refused before the first step (and before anything is written), rather than a
+        # regularizer that silently whitens with the identity.
+        if not bool(self.regularizer.adapted.numpy()):
+            raise ValueError(
+                "Expected `adapt(x_unlabeled)` before `fit` (it estimates the target "
+                "statistics Sigma_x). Received: a LautumTransferModel whose regularizer "
+                "was never adapted"
+            )
+        return super().make_train_function(force=force)
 
     @property
     def metrics(self):
@@ -137,7 +153,7 @@ class LautumTransferModel(ClassifierWrapper):
             # Divided by the number of replicas for the cross-replica gradient sum (as
             # Keras divides compiled losses); `ce_value` is not.
             ce, ce_value = self.replica_cross_entropy(y_source, logits)
-            _, w = self.jacobian_proxy(x_target, training=True)
+            _, w = self.jacobian_proxy(x_target, training=self.proxy_training)
             # The regularizer all-gathers the replicas' batches: every replica holds the
             # global value, and its gradient is summed over the replicas.
             surrogate, lautum = self.regularizer((x_target, w), training=True)
@@ -163,6 +179,7 @@ class LautumTransferModel(ClassifierWrapper):
             "regularizer": keras.saving.serialize_keras_object(self.regularizer),
             "lautum_weight": self.lautum_weight,
             "resample_projection": self.resample_projection,
+            "proxy_training": self.proxy_training,
         }
         base_config = super().get_config()
         return {**base_config, **config}

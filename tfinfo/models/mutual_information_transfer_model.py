@@ -167,6 +167,11 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
             self.make_train_function(force=True)
 
     def make_train_function(self, force=False):
+        if self.lautum_regularizer is not None and not bool(self.lautum_regularizer.adapted.numpy()):
+            raise ValueError(
+                "Expected `adapt(x_unlabeled)` before `fit` (the Lautum term needs the "
+                "target statistics). Received: a model whose lautum_regularizer was never adapted"
+            )
         # `train_step` branches on the phase in Python: trace it for the current value of
         # the variable (which `set_phase` or a restored checkpoint may have changed).
         phase = int(self.phase.numpy())

@@ -5,65 +5,80 @@ import numpy as np
 import tensorflow as tf
 
 from tfinfo.critics.marginals import random_bits
-from tfinfo.information.gaussian import lautum_and_mi_from_gram
 
 _MODES = ("exact", "fast")
+_PRECISIONS = ("float64", "float32")
 
 
 @keras.saving.register_keras_serializable(package="tfinfo")
 class LautumRegularizer(keras.layers.Layer):
-    """Gaussian Lautum information `L(w; x)` with EMA covariances (seed 000, section 4.1).
+    """Gaussian Lautum information `L(w; x)` with moving covariances (seed 000, section 4.1).
 
     `x` is a flattened unlabeled target image and `w = d(r . f(x)) / dx` the input
-    gradient of the randomly projected logits (one D-vector per sample). Both are
-    normalized per feature (x by the target set's standard deviation, w by the batch's),
-    x is whitened once with the Cholesky factor of the shrunk target covariance
-    `Sigma_x`, and `Sigma_w`, `Sigma_xw` are bias-corrected exponential moving averages
-    `S_n = a S_{n-1} + (1 - a) S_batch`. The value is the closed form
-    `1/2 logdet(I - M) + tr((I - M)^-1 - I)` in true nats (half of the paper's eq. 9).
+    gradient of the randomly projected logits (one D-vector per sample). x is normalized
+    by the target set's per-feature scale and whitened once with the Cholesky factor of
+    the Ledoit-Wolf-shrunk target covariance (computed by `adapt`); w is normalized by
+    the batch's per-feature standard deviation. The layer keeps a moving estimate `J` of
+    the joint covariance of `z = (x, w)` (2k x 2k, k = D or `projection_dim`):
 
-    The gradient reaches the network only through `(1 - a) S_batch`, so the layer keeps
-    the adjoint `dL/dS` at the EMA point in state and applies it to the batch at
-    O(D^2 N) cost. In `"exact"` mode the adjoint is recomputed every step, which gives
-    the exact gradient of the closed form; in `"fast"` mode it is refreshed every
-    `refresh_every` steps (the EMA moves by about `refresh_every * (1 - a)` in between)
-    and the logged value is the first-order expansion around the last refresh.
-    `projection_dim` optionally replaces the D pixels by the top principal components
-    of the target set (whitened), which shrinks every D x D matrix to k x k.
+        J_0 = I,    J_t = (1 - omega_t) J_{t-1} + omega_t Z^T Z / n,
+        omega_t = max(1 / (t + k / n), 1 - ema_decay).
 
-    Numerical safeguards: features with zero variance in the target set (e.g. MNIST
-    borders) are mapped to 0 instead of dividing by 0; `Sigma_x` is shrunk with the
-    Ledoit-Wolf coefficient; the joint EMA covariance of (x, w) is shrunk towards its
-    diagonal (`Sigma_w` towards `(tr S / k) I`, `Sigma_xw` towards 0) with coefficient
-    `k / (k + n_eff)`, `n_eff` the number of samples the bias-corrected EMA
-    effectively averages (about 0.94 on the first step at k=784, batch 50, and 0.8% at
-    steady state); the largest canonical correlation is clamped at `max_correlation`
-    (the cross-covariance is scaled down, and `bound_active` reports it), so the
-    otherwise unbounded value stays finite; a non-finite closed form contributes
-    nothing and is counted in `nonfinite_count`.
+    Early on this is the running mean of the batch covariances shrunk towards the
+    identity with `k / (k + t n)` (the number of features over the number of samples
+    seen); from `t = 1 / (1 - a) - k / n` on it is the paper's exponential moving
+    average with decay `a`. Every block, `Sigma_x` included, is estimated from the same
+    samples, so `J` is a covariance (positive definite) and every canonical correlation
+    is below 1. (The paper whitens with a fixed `Sigma_x`; its batch cross-covariances
+    then give "correlations" above 1 in the first hundreds of steps.)
+
+    The value is the Lautum information of a Gaussian with covariance `J`,
+    `L = KL(N(0, D) || N(0, J)) = 1/2 [tr(J^-1 D) - 2k + logdet J - logdet D]`,
+    `D = blockdiag(J_xx, J_ww)`, in true nats (half of the paper's eq. 9); equivalently
+    `sum_i 1/2 log(1 - l_i) + l_i / (1 - l_i)` over the squared canonical correlations
+    `l_i`. Each `l_i` is clamped at `max_correlation**2`: the penalty is flat along any
+    direction that pushes a correlation past `max_correlation`, and its gradient is the
+    gradient of that same clamped value.
+
+    The gradient reaches the network through this batch's `omega_t Z^T Z / n` only (x
+    has none), as `2 omega_t / n Z G` with `G = dL/dJ_t`, at O(k^2 n) cost.
+
+    - `mode="fast"` (default) keeps `J^-1`, `J_xx^-1`, `J_ww^-1` and the log-determinants
+      up to date with the Woodbury identity and the matrix determinant lemma (a rank-n
+      update per step, O(k^2 n)), so the value and the gradient are exact at every step
+      with no k^3 work; every `refresh_every` steps (default 200) the inverses are
+      recomputed from `J` by Cholesky (removing rounding drift) and the canonical
+      correlations by an eigendecomposition. The 8 top canonical directions of the
+      last eigendecomposition are tracked every step (O(k^2)); while one of them comes
+      within `(1 - max_correlation**2) / 2` of the bound, the step takes the exact path.
+    - `mode="exact"` evaluates the clamped closed form by an eigendecomposition of the
+      canonical problem at every step (O(k^3)): the reference.
+
+    Both give the same value and gradient up to rounding while no correlation is at
+    the bound. `projection_dim` optionally replaces the D pixels by the top principal
+    components of the target set (whitened), which shrinks every matrix to k x k.
+    Covariance work runs in `precision` (float64 by default) whatever the dtype
+    policy; a non-finite value contributes nothing and is counted in
+    `nonfinite_count`.
 
     Under a `tf.distribute` strategy with several replicas (and `cross_replica=True`)
-    the replicas' `(x, w)` are all-gathered first, so every statistic (the batch means
-    and scales, `S_batch`, the shrinkage's sample count) is that of the global batch
-    and every replica writes the same moving averages and adjoint into its copy of the
-    state (the state variables have no cross-replica aggregation: each replica updates
-    its own copy with the same value). The gradient reaching each replica's `w` is that
-    of the global value summed over the replicas (the all-gather's gradient), so a train
-    step divides the term by the number of replicas, as Keras divides compiled losses.
-    The layer's dtype policy is float32 unless `dtype` is passed: under a mixed
-    precision global policy the network runs in half precision while the inputs of this
-    layer are cast to float32 and every statistic is float32.
+    the replicas' `(x, w)` are all-gathered first, so every statistic is that of the
+    global batch and every replica writes the same state. The gradient reaching each
+    replica's `w` is that of the global value summed over the replicas, so a train step
+    divides the term by the number of replicas, as Keras divides compiled losses.
 
     Args:
         num_outputs: K, the number of logits projected by `r ~ N(0, 1/sqrt(K))`.
-        ema_decay: `a` of the covariance moving averages (the paper uses 0.999).
-        mode: `"exact"` (adjoint every step) or `"fast"` (every `refresh_every` steps).
-        refresh_every: steps between adjoint refreshes in fast mode (default 50).
+        ema_decay: `a`, the decay of the moving covariance once past the running-mean
+            phase (the paper uses 0.999); in (0, 1).
+        mode: `"fast"` (exact value and gradient by rank-n updates) or `"exact"` (an
+            eigendecomposition every step).
+        refresh_every: steps between the fast mode's refactorizations (default 200).
         projection_dim: if set, k principal components of the target set replace the
             D input features (for x and for w).
         max_correlation: bound on the canonical correlations, in (0, 1).
-        power_iterations: iterations of the warm-started power method that estimates
-            the largest canonical correlation for the bound.
+        precision: `"float64"` (default) or `"float32"` for the covariance state and
+            the linear algebra (float32 halves memory and time at D = 3072).
         seed: seed of the projection vector draws.
         input_shape_hint: per-sample input shape; builds the layer at construction.
         cross_replica: all-gather `(x, w)` across replicas before any statistic.
@@ -71,12 +86,12 @@ class LautumRegularizer(keras.layers.Layer):
 
     Call arguments:
         inputs: tuple `(x, w)` of target images and their Jacobian proxies, both of
-            shape `(N,) + input_shape`.
-        training: the moving averages are updated only when True.
+            shape `(N,) + input_shape`, N >= 2.
+        training: the moving covariance is updated only when True.
 
     Returns:
         `(surrogate, value)`: `value` is the Lautum estimate in nats (no gradient);
-        `surrogate` has the same value and carries the gradient `dL/dS_batch`.
+        `surrogate` has the same value and carries the gradient.
 
     Example:
 
@@ -94,24 +109,25 @@ class LautumRegularizer(keras.layers.Layer):
         self,
         num_outputs=10,
         ema_decay=0.999,
-        mode="exact",
+        mode="fast",
         refresh_every=None,
         projection_dim=None,
         max_correlation=0.99,
-        power_iterations=20,
+        precision="float64",
         seed=None,
         input_shape_hint=None,
         cross_replica=True,
         **kwargs,
     ):
-        # Statistics in float32 whatever the global policy: a mixed policy would make the
-        # layer read its state (the whitener, moving averages) in half precision.
+        # Inputs in float32 whatever the global policy (the statistics are in `precision`).
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if mode not in _MODES:
             raise ValueError(f"Expected `mode` to be one of {_MODES}. Received: mode={mode!r}")
-        if not 0.0 <= float(ema_decay) < 1.0:
-            raise ValueError(f"Expected `ema_decay` in [0, 1). Received: ema_decay={ema_decay}")
+        if precision not in _PRECISIONS:
+            raise ValueError(f"Expected `precision` to be one of {_PRECISIONS}. Received: precision={precision!r}")
+        if not 0.0 < float(ema_decay) < 1.0:
+            raise ValueError(f"Expected `ema_decay` in (0, 1). Received: ema_decay={ema_decay}")
         if not 0.0 < float(max_correlation) < 1.0:
             raise ValueError(
                 f"Expected `max_correlation` in (0, 1). Received: max_correlation={max_correlation}"
@@ -128,7 +144,7 @@ class LautumRegularizer(keras.layers.Layer):
         self.refresh_every = None if refresh_every is None else int(refresh_every)
         self.projection_dim = None if projection_dim is None else int(projection_dim)
         self.max_correlation = float(max_correlation)
-        self.power_iterations = int(power_iterations)
+        self.precision = precision
         self.seed = seed
         self.input_shape_hint = None if input_shape_hint is None else tuple(input_shape_hint)
         self.cross_replica = bool(cross_replica)
@@ -141,7 +157,11 @@ class LautumRegularizer(keras.layers.Layer):
     def effective_refresh_every(self):
         if self.mode == "exact":
             return 1
-        return self.refresh_every or 50
+        return self.refresh_every or 200
+
+    @property
+    def tracked_directions(self):
+        return min(8, self.feature_dim)
 
     def build(self, input_shape):
         if self.built:
@@ -156,29 +176,36 @@ class LautumRegularizer(keras.layers.Layer):
             )
         k = self.projection_dim or d
         self.input_dim, self.feature_dim = d, k
-        zeros, ones = "zeros", "ones"
+        p = self.precision
 
-        def state(name, shape, init=zeros, dtype="float32"):
+        def state(name, shape, init="zeros", dtype="float32"):
             return self.add_weight(name=name, shape=shape, initializer=init, trainable=False, dtype=dtype)
 
         self.x_mean = state("x_mean", (d,))
-        self.x_scale = state("x_scale", (d,), ones)
+        self.x_scale = state("x_scale", (d,), "ones")
         if self.projection_dim is None:
             self.x_whitener = state("x_cholesky", (d, d), "identity")
         else:
             self.x_whitener = state("pca_components", (d, k))
-            self.pca_scale = state("pca_scale", (k,), ones)
+            self.pca_scale = state("pca_scale", (k,), "ones")
         self.projection = state("projection", (self.num_outputs,))
-        self.cross_ema = state("cross_ema", (k, k))
-        self.w_ema = state("w_ema", (k, k))
-        self.adjoint_cross = state("adjoint_cross", (k, k))
-        self.adjoint_w = state("adjoint_w", (k, k))
-        self.power_vector = state("power_vector", (k,), ones)
-        self.value_ref = state("value_ref", ())
-        self.anchor = state("anchor", ())
+        # The joint covariance J in blocks, and (fast mode) its inverses and log-dets.
+        self.x_ema = state("x_ema", (k, k), "identity", p)
+        self.cross_ema = state("cross_ema", (k, k), "zeros", p)
+        self.w_ema = state("w_ema", (k, k), "identity", p)
+        if self.mode == "fast":
+            self.joint_inverse = state("joint_inverse", (2 * k, 2 * k), "identity", p)
+            self.x_inverse = state("x_inverse", (k, k), "identity", p)
+            self.w_inverse = state("w_inverse", (k, k), "identity", p)
+            self.logdets = state("logdets", (3,), "zeros", p)  # J, J_xx, J_ww
+        m = self.tracked_directions
+        self.top_vectors = state("top_vectors", (k, m), "zeros", p)
+        self.top_values = state("top_values", (m,), "zeros", p)
+        self.prior_weight = state("prior_weight", (), "ones", p)
         self.step = state("step", (), dtype="int64")
         self.adapted = state("adapted", (), dtype="bool")
         self.nonfinite_count = state("nonfinite_count", (), dtype="int64")
+        self.exact_steps = state("exact_steps", (), dtype="int64")
         self.bound_active = state("bound_active", ())
         self.shrinkage = state("shrinkage", ())
         self.max_canonical_correlation = state("max_canonical_correlation", ())
@@ -206,14 +233,24 @@ class LautumRegularizer(keras.layers.Layer):
         self.projection.assign(std * _standard_normal(self.num_outputs, self._seed_generator))
 
     def reset_state(self):
-        """Clears the moving averages (keeps the target statistics from `adapt`)."""
-        for v in (self.cross_ema, self.w_ema, self.adjoint_cross, self.adjoint_w):
+        """Resets the moving covariance to the identity prior (keeps the target statistics)."""
+        k = self.feature_dim
+        eye = tf.eye(k, dtype=self.x_ema.dtype)
+        self.x_ema.assign(eye)
+        self.w_ema.assign(eye)
+        self.cross_ema.assign(tf.zeros_like(self.cross_ema))
+        if self.mode == "fast":
+            self.joint_inverse.assign(tf.eye(2 * k, dtype=self.x_ema.dtype))
+            self.x_inverse.assign(eye)
+            self.w_inverse.assign(eye)
+            self.logdets.assign(tf.zeros_like(self.logdets))
+        for v in (self.top_vectors, self.top_values):
             v.assign(tf.zeros_like(v))
-        for v in (self.value_ref, self.anchor, self.bound_active, self.shrinkage):
+        self.prior_weight.assign(1.0)
+        for v in (self.bound_active, self.shrinkage, self.max_canonical_correlation):
             v.assign(0.0)
-        self.power_vector.assign(tf.ones_like(self.power_vector))
-        self.step.assign(0)
-        self.nonfinite_count.assign(0)
+        for v in (self.step, self.nonfinite_count, self.exact_steps):
+            v.assign(0)
 
     # ------------------------------------------------------------------ adapt
     def adapt(self, x_unlabeled, chunk_size=2048):
@@ -253,24 +290,47 @@ class LautumRegularizer(keras.layers.Layer):
         constant = var <= 1e-12 * max(var.max(), 1e-300)
         scale = np.where(constant, 0.0, 1.0 / np.sqrt(np.where(constant, 1.0, var)))
         corr = gram / n * scale[:, None] * scale[None, :]
+        if constant.all():
+            raise ValueError(
+                "Expected unlabeled target inputs that vary (Sigma_x needs at least one "
+                f"feature with non-zero variance). Received: {n} inputs, all identical"
+            )
         gamma = _ledoit_wolf_coefficient(x, mean, scale, corr, chunk_size)
         target = np.trace(corr) / d
         sigma_x = (1.0 - gamma) * corr + gamma * target * np.eye(d)
+        eigval, eigvec = np.linalg.eigh(sigma_x)
+        # The rank of the sample correlation over the features that vary. Fewer samples
+        # than features (rank N - 1) is what the Ledoit-Wolf shrinkage is for; a set
+        # that spans less than that (repeated or collinear images) is degenerate, and
+        # so is a projection onto more directions than the set spans.
+        corr_eig = np.linalg.eigvalsh(corr)
+        rank = int(np.sum(corr_eig > 1e-9 * corr_eig.max()))
+        varying = int(d - constant.sum())
+        expected = min(n - 1, varying) if self.projection_dim is None else self.projection_dim
+        if rank < expected:
+            raise ValueError(
+                f"Expected unlabeled target inputs spanning {expected} dimensions ({n} inputs, "
+                f"{varying} varying features"
+                + ("" if self.projection_dim is None else f", projection_dim={self.projection_dim}")
+                + f"). Received: {n} inputs of {d} features spanning rank {rank}; pass more "
+                f"(and more varied) unlabeled inputs, or set projection_dim <= {rank}"
+            )
+        top = np.argsort(eigval)[::-1][: self.projection_dim or d]
         self.x_mean.assign(mean.astype(np.float32))
         self.x_scale.assign(scale.astype(np.float32))
         if self.projection_dim is None:
             self.x_whitener.assign(np.linalg.cholesky(sigma_x).astype(np.float32))
         else:
-            eigval, eigvec = np.linalg.eigh(sigma_x)
-            top = np.argsort(eigval)[::-1][: self.projection_dim]
             self.x_whitener.assign(eigvec[:, top].astype(np.float32))
             self.pca_scale.assign((1.0 / np.sqrt(eigval[top])).astype(np.float32))
         self.x_shrinkage = float(gamma)
         self.num_constant_features = int(constant.sum())
+        self.x_rank = rank
         self.adapted.assign(True)
         self.reset_state()
 
     # ------------------------------------------------------------------ maths
+    # ------------------------------------------------------------------ features
     def _features(self, x, w):
         n = tf.shape(x)[0]
         x = tf.reshape(tf.cast(x, tf.float32), (n, self.input_dim))
@@ -291,78 +351,142 @@ class LautumRegularizer(keras.layers.Layer):
             wt = tf.matmul(wn, self.x_whitener)
         return xt, wt
 
-    def _shrinkage(self, step, batch_size):
-        a = self.ema_decay
-        t = tf.cast(step, tf.float64)
-        if a == 0.0:
-            n_steps = tf.constant(1.0, tf.float64)
-        else:
-            at = tf.pow(tf.constant(a, tf.float64), t)
-            n_steps = (1.0 - at) * (1.0 + a) / ((1.0 - a) * (1.0 + at))
-        n_eff = n_steps * tf.cast(batch_size, tf.float64)
-        k = float(self.feature_dim)
-        return tf.cast(k / (k + n_eff), tf.float32)
+    # ------------------------------------------------------------------ maths
+    @property
+    def _pdtype(self):
+        return tf.float64 if self.precision == "float64" else tf.float32
 
-    def closed_form(self, cross, cov_w, gamma):
-        """Lautum value at whitened-x covariances (`Sigma_x = I`), with shrinkage and bound.
+    def omega(self, step, batch_size):
+        """Weight of step `step`'s batch covariance: `max(1 / (t + k / n), 1 - a)`."""
+        dtype = self._pdtype
+        t = tf.cast(step, dtype)
+        nu = tf.constant(float(self.feature_dim), dtype) / tf.cast(batch_size, dtype)
+        return tf.maximum(1.0 / (t + nu), tf.constant(1.0 - self.ema_decay, dtype))
+
+    def closed_form(self, cx, c, s):
+        """Clamped Lautum value and its exact gradient at joint covariance blocks.
+
+        With `X = Lx Lx^T` and `S = Lw Lw^T`, the squared canonical correlations
+        `l_i` are the eigenvalues of `Lw^-1 C^T X^-1 C Lw^-T`, and
+        `value = sum f(min(l_i, b))`, `f(l) = 1/2 log(1 - l) + l / (1 - l)`,
+        `b = max_correlation**2`. Its gradient (generalized eigenvectors `U`,
+        `U^T S U = I`): `dF/dR = U diag(phi) U^T` for `R = C^T X^-1 C`,
+        `dF/dS = -U diag(phi l) U^T`, `phi_i = f'(l_i)` below the bound and 0 above it,
+        and `dF/dC = 2 X^-1 C dF/dR` (x carries no gradient).
 
         Args:
-            cross: (k, k) cross-covariance of whitened x and w.
-            cov_w: (k, k) covariance of w.
-            gamma: shrinkage of `cov_w` towards `(tr cov_w / k) I`.
+            cx: (k, k) covariance of whitened x (positive definite).
+            c: (k, k) cross-covariance of whitened x (rows) and w (columns).
+            s: (k, k) covariance of w (positive definite).
 
         Returns:
-            `(lautum, rho_max, bound_active)`.
+            `(value, grad_c, grad_s, eigenvalues, vectors)`: the value in nats, its
+            gradients with respect to `c` and `s`, every `l_i` (ascending) and the
+            generalized eigenvectors (columns of `U`).
         """
-        k = self.feature_dim
-        eye = tf.eye(k)
-        target = tf.linalg.trace(cov_w) / k
-        # Shrink the joint covariance of (whitened x, w) towards its diagonal: the
-        # cross block by (1 - gamma), Sigma_w towards (tr Sigma_w / k) I.
-        shrunk = (1.0 - gamma) * cov_w + gamma * tf.maximum(target, 1e-12) * eye
-        lw = tf.linalg.cholesky(shrunk)
-        ct = tf.linalg.triangular_solve(lw, (1.0 - gamma) * tf.transpose(cross), lower=True)
-        gram = tf.matmul(ct, ct, transpose_b=True)
-        lam = self._power_iteration(tf.stop_gradient(gram))
+        lx = tf.linalg.cholesky(cx)
+        lw = tf.linalg.cholesky(s)
+        b = tf.linalg.triangular_solve(lx, c, lower=True)  # Lx^-1 C
+        bt = tf.linalg.triangular_solve(lw, tf.transpose(b), lower=True)  # Lw^-1 C^T Lx^-T
+        gram = tf.matmul(bt, bt, transpose_b=True)
+        lam, v = tf.linalg.eigh(0.5 * (gram + tf.transpose(gram)))
+        lam = tf.maximum(lam, 0.0)
         bound = self.max_correlation**2
-        active = lam > bound
-        factor = tf.where(active, bound / tf.maximum(lam, 1e-30), 1.0)
-        lautum, _ = lautum_and_mi_from_gram(tf.stop_gradient(factor) * gram)
-        return lautum, tf.sqrt(tf.maximum(lam, 0.0)), active
+        lc = tf.minimum(lam, bound)
+        value = tf.reduce_sum(0.5 * tf.math.log1p(-lc) + lc / (1.0 - lc))
+        phi = tf.where(lam < bound, (1.0 + lc) / (2.0 * tf.square(1.0 - lc)), tf.zeros_like(lc))
+        u = tf.linalg.triangular_solve(lw, v, lower=True, adjoint=True)  # Lw^-T V
+        grad_r = tf.matmul(u * phi, u, transpose_b=True)
+        grad_s = -tf.matmul(u * (phi * lc), u, transpose_b=True)
+        grad_c = 2.0 * tf.linalg.triangular_solve(lx, tf.matmul(b, grad_r), lower=True, adjoint=True)
+        return value, grad_c, grad_s, lam, u
 
-    def _power_iteration(self, gram):
-        v = self.power_vector
-        v = v / tf.maximum(tf.norm(v), 1e-30)
-        for _ in range(self.power_iterations):
-            u = tf.linalg.matvec(gram, v)
-            v = u / tf.maximum(tf.norm(u), 1e-30)
-        self.power_vector.assign(tf.where(tf.reduce_all(tf.math.is_finite(v)), v, tf.ones_like(v)))
-        lam = tf.tensordot(v, tf.linalg.matvec(gram, v), 1)
-        # The Rayleigh quotient underestimates the top eigenvalue: add a 1% margin.
-        return 1.01 * lam
+    def _record_spectrum(self, lam, u):
+        m = self.tracked_directions
+        finite = tf.reduce_all(tf.math.is_finite(u[:, -m:])) & tf.reduce_all(tf.math.is_finite(lam))
+        self.top_vectors.assign(tf.where(finite, u[:, -m:], tf.zeros_like(self.top_vectors)))
+        self.top_values.assign(tf.where(finite, lam[-m:], tf.zeros_like(self.top_values)))
+        lam_max = tf.cast(lam[-1], tf.float32)
+        self.max_canonical_correlation.assign(tf.where(tf.math.is_finite(lam_max), tf.sqrt(lam_max), 0.0))
+        self.bound_active.assign(tf.cast(lam_max >= self.max_correlation**2, tf.float32))
 
-    def _refresh(self, cross_hat, w_hat, gamma):
-        with tf.GradientTape() as tape:
-            tape.watch([cross_hat, w_hat])
-            value, rho, active = self.closed_form(cross_hat, w_hat, gamma)
-        g_cross, g_w = tape.gradient(value, [cross_hat, w_hat])
-        finite = tf.math.is_finite(value) & tf.reduce_all(tf.math.is_finite(g_cross))
-        finite = finite & tf.reduce_all(tf.math.is_finite(g_w))
-        g_cross = tf.where(finite, g_cross, tf.zeros_like(g_cross))
-        g_w = tf.where(finite, g_w, tf.zeros_like(g_w))
-        value = tf.where(finite, value, 0.0)
-        self.adjoint_cross.assign(g_cross)
-        self.adjoint_w.assign(g_w)
-        self.value_ref.assign(value)
-        self.anchor.assign(tf.reduce_sum(g_cross * cross_hat) + tf.reduce_sum(g_w * w_hat))
-        self.max_canonical_correlation.assign(tf.where(tf.math.is_finite(rho), rho, 0.0))
-        self.bound_active.assign(tf.cast(active, tf.float32))
-        self.nonfinite_count.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
+    def _tracked_correlations(self):
+        """Squared correlations of the tracked canonical directions at the current `J`."""
+        u = self.top_vectors
+        cu = tf.matmul(self.cross_ema, u)
+        num = tf.reduce_sum(cu * tf.matmul(self.x_inverse, cu), axis=0)
+        den = tf.reduce_sum(u * tf.matmul(self.w_ema, u), axis=0)
+        return num / tf.maximum(den, 1e-30)
+
+    @staticmethod
+    def _rank_update(inverse, logdet, z, omega):
+        """`(1 - omega) A + omega / n Z^T Z` from `A^-1` and `logdet A` (Woodbury, determinant lemma)."""
+        n = tf.cast(tf.shape(z)[0], z.dtype)
+        m = tf.cast(tf.shape(z)[1], z.dtype)
+        c = (1.0 - omega) * n / omega
+        y = tf.matmul(z, inverse)
+        kernel = tf.matmul(y, z, transpose_b=True) + c * tf.eye(tf.shape(z)[0], dtype=z.dtype)
+        chol = tf.linalg.cholesky(0.5 * (kernel + tf.transpose(kernel)))
+        w = tf.linalg.cholesky_solve(chol, y)
+        new_inverse = (inverse - tf.matmul(y, w, transpose_a=True)) / (1.0 - omega)
+        new_logdet = (
+            m * tf.math.log(1.0 - omega)
+            + logdet
+            + 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol)))
+            - n * tf.math.log(c)
+        )
+        return 0.5 * (new_inverse + tf.transpose(new_inverse)), new_logdet
+
+    def _refactorize(self):
+        """Recomputes the fast mode's inverses and log-dets from `J` (Cholesky)."""
+        k = self.feature_dim
+        joint = tf.concat(
+            [tf.concat([self.x_ema, self.cross_ema], 1), tf.concat([tf.transpose(self.cross_ema), self.w_ema], 1)], 0
+        )
+        values = []
+        for matrix, inverse in ((joint, self.joint_inverse), (self.x_ema, self.x_inverse), (self.w_ema, self.w_inverse)):
+            chol = tf.linalg.cholesky(matrix)
+            eye = tf.eye(tf.shape(matrix)[0], dtype=matrix.dtype)
+            inverse.assign(tf.linalg.cholesky_solve(chol, eye))
+            values.append(2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol))))
+        self.logdets.assign(tf.stack(values))
+        del k
         return tf.constant(True)
+
+    def _fast_value(self):
+        """`1/2 [tr(J^-1 D) - 2k + logdet J - logdet D]` from the maintained inverses."""
+        k = self.feature_dim
+        inv = self.joint_inverse
+        trace = tf.reduce_sum(inv[:k, :k] * self.x_ema) + tf.reduce_sum(inv[k:, k:] * self.w_ema)
+        ld = self.logdets
+        return 0.5 * (trace - 2.0 * k + ld[0] - ld[1] - ld[2])
+
+    def _fast_carrier(self, zx, zw):
+        """`sum_i z_i^T G z_i` with `G = dL/dJ = 1/2 [J^-1 - J^-1 D J^-1 + bd(J^-1) - D^-1]` fixed."""
+        k = self.feature_dim
+        inv = self.joint_inverse
+        z = tf.concat([zx, zw], axis=1)
+        y = tf.matmul(z, inv)
+        yx, yw = y[:, :k], y[:, k:]
+        quad_j = tf.reduce_sum(y * z)
+        quad_jdj = tf.reduce_sum(tf.matmul(yx, self.x_ema) * yx) + tf.reduce_sum(tf.matmul(yw, self.w_ema) * yw)
+        quad_bd = tf.reduce_sum(tf.matmul(zx, inv[:k, :k]) * zx) + tf.reduce_sum(tf.matmul(zw, inv[k:, k:]) * zw)
+        quad_d = tf.reduce_sum(tf.matmul(zx, self.x_inverse) * zx) + tf.reduce_sum(tf.matmul(zw, self.w_inverse) * zw)
+        return 0.5 * (quad_j - quad_jdj + quad_bd - quad_d)
+
+    def _exact(self):
+        value, g_c, g_s, lam, u = self.closed_form(self.x_ema, self.cross_ema, self.w_ema)
+        self._record_spectrum(lam, u)
+        return value, g_c, g_s
 
     def call(self, inputs, training=None):
         x, w = inputs
         x, w = tf.cast(x, tf.float32), tf.cast(w, tf.float32)
+        if x.shape.rank is not None and x.shape[0] is not None and x.shape[0] < 2:
+            raise ValueError(
+                "Expected a batch of at least 2 target samples for the Lautum statistics "
+                f"(one sample has no covariance). Received: batch size {x.shape[0]}"
+            )
         context = tf.distribute.get_replica_context()
         if self.cross_replica and context is not None and context.num_replicas_in_sync > 1:
             # `tf.identity` places the tensors on this replica's device: under
@@ -370,37 +494,87 @@ class LautumRegularizer(keras.layers.Layer):
             # dataset element, which the cast returns as it is) fails with
             # "destinations can not be empty".
             x, w = context.all_gather([tf.identity(x), tf.identity(w)], axis=0)
-        xt, wt = self._features(x, w)
-        n = tf.cast(tf.shape(xt)[0], tf.float32)
-        cross_b = tf.matmul(xt, wt, transpose_a=True) / n
-        w_b = tf.matmul(wt, wt, transpose_a=True) / n
-        a = self.ema_decay
+        checks = [
+            tf.debugging.assert_equal(
+                self.adapted,
+                True,
+                message="Expected `adapt(x_unlabeled)` before training with a LautumRegularizer "
+                "(it estimates the target statistics). Received: a regularizer never adapted",
+            ),
+            tf.debugging.assert_greater_equal(
+                tf.shape(x)[0],
+                2,
+                message="Expected a batch of at least 2 target samples for the Lautum statistics "
+                "(one sample has no covariance). Received: a batch of 1",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            xt, wt = self._features(x, w)
+        dtype = self._pdtype
+        zx, zw = tf.cast(xt, dtype), tf.cast(wt, dtype)
+        n = tf.cast(tf.shape(zx)[0], dtype)
+        fast = self.mode == "fast"
         if training:
             self.step.assign_add(1)
-            self.cross_ema.assign(a * self.cross_ema + (1.0 - a) * tf.stop_gradient(cross_b))
-            self.w_ema.assign(a * self.w_ema + (1.0 - a) * tf.stop_gradient(w_b))
-        step = tf.maximum(self.step, 1)
-        debias = 1.0 - tf.cast(tf.pow(tf.constant(a, tf.float64), tf.cast(step, tf.float64)), tf.float32)
-        cross_hat = self.cross_ema / debias
-        w_hat = self.w_ema / debias
-        gamma = self._shrinkage(step, tf.shape(xt)[0])
+            step = self.step
+            omega = self.omega(step, tf.shape(zx)[0])
+            sx, sw = tf.stop_gradient(zx), tf.stop_gradient(zw)
+            if fast:
+                k = self.feature_dim
+                ld = self.logdets
+                j_inv, ld_j = self._rank_update(self.joint_inverse, ld[0], tf.concat([sx, sw], 1), omega)
+                x_inv, ld_x = self._rank_update(self.x_inverse, ld[1], sx, omega)
+                w_inv, ld_w = self._rank_update(self.w_inverse, ld[2], sw, omega)
+                self.joint_inverse.assign(j_inv)
+                self.x_inverse.assign(x_inv)
+                self.w_inverse.assign(w_inv)
+                self.logdets.assign(tf.stack([ld_j, ld_x, ld_w]))
+                del k
+            self.x_ema.assign((1.0 - omega) * self.x_ema + omega * tf.matmul(sx, sx, transpose_a=True) / n)
+            self.cross_ema.assign((1.0 - omega) * self.cross_ema + omega * tf.matmul(sx, sw, transpose_a=True) / n)
+            self.w_ema.assign((1.0 - omega) * self.w_ema + omega * tf.matmul(sw, sw, transpose_a=True) / n)
+            self.prior_weight.assign((1.0 - omega) * self.prior_weight)
+            self.shrinkage.assign(tf.cast(self.prior_weight, tf.float32))
+            if fast:
+                period = self.effective_refresh_every
+                refresh = tf.equal(step, 1) | tf.equal(step % period, 0)
+
+                def refresh_fn():
+                    self._refactorize()
+                    _, _, _, lam, u = self.closed_form(self.x_ema, self.cross_ema, self.w_ema)
+                    self._record_spectrum(lam, u)
+                    return tf.constant(True)
+
+                tf.cond(refresh, refresh_fn, lambda: tf.constant(False))
+        else:
+            omega = self.omega(tf.maximum(self.step, 1), tf.shape(zx)[0])
+
+        def exact_path():
+            value, g_c, g_s = self._exact()
+            carrier = tf.reduce_sum(tf.matmul(zx, g_c) * zw) + tf.reduce_sum(tf.matmul(zw, g_s) * zw)
+            return value, carrier, tf.constant(1, tf.int64)
+
+        def fast_path():
+            return self._fast_value(), self._fast_carrier(zx, zw), tf.constant(0, tf.int64)
+
+        if fast:
+            bound = self.max_correlation**2
+            tracked = self._tracked_correlations()
+            if training:
+                top = tf.reduce_max(tracked)
+                self.max_canonical_correlation.assign(tf.sqrt(tf.maximum(tf.cast(top, tf.float32), 0.0)))
+                self.bound_active.assign(tf.cast(top >= bound, tf.float32))
+            near = tf.reduce_any(tracked >= bound - 0.5 * (1.0 - bound))
+            value, carrier, exact_used = tf.cond(near, exact_path, fast_path)
+        else:
+            value, carrier, exact_used = exact_path()
+        carrier = omega * carrier / n
+        finite = tf.math.is_finite(value) & tf.math.is_finite(tf.stop_gradient(carrier))
         if training:
-            self.shrinkage.assign(gamma)
-            refresh = tf.equal((step - 1) % self.effective_refresh_every, 0)
-            tf.cond(refresh, lambda: self._refresh(cross_hat, w_hat, gamma), lambda: tf.constant(False))
-        g_cross = self.adjoint_cross
-        g_w = self.adjoint_w
-        value = (
-            self.value_ref
-            + tf.reduce_sum(g_cross * cross_hat)
-            + tf.reduce_sum(g_w * w_hat)
-            - self.anchor
-        )
-        coef = (1.0 - a) / debias
-        # <G, S_batch> without forming any D x D batch matrix: O(D^2 N).
-        carrier = coef * (
-            tf.reduce_sum(tf.matmul(xt, g_cross) * wt) + tf.reduce_sum(tf.matmul(wt, g_w) * wt)
-        ) / n
+            self.exact_steps.assign_add(exact_used)
+            self.nonfinite_count.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
+        value = tf.cast(tf.where(finite, value, tf.zeros_like(value)), tf.float32)
+        carrier = tf.cast(tf.where(finite, carrier, tf.zeros_like(carrier)), tf.float32)
         surrogate = carrier - tf.stop_gradient(carrier) + tf.stop_gradient(value)
         return surrogate, tf.stop_gradient(value)
 
@@ -415,7 +589,7 @@ class LautumRegularizer(keras.layers.Layer):
             "refresh_every": self.refresh_every,
             "projection_dim": self.projection_dim,
             "max_correlation": self.max_correlation,
-            "power_iterations": self.power_iterations,
+            "precision": self.precision,
             "seed": self.seed,
             "input_shape_hint": self.input_shape_hint,
             "cross_replica": self.cross_replica,
