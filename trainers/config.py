@@ -11,10 +11,11 @@ import os
 _INT_MINIMUM = {
     "labeled": 1, "seed": 0, "num_classes": 1, "image_size": 1, "channels": 1, "batch_size": 1,
     "pretrain_epochs": 0, "finetune_epochs": 0, "refresh_every": 1, "projection_dim": 1,
-    "critic_steps": 1, "critic_epochs": 1, "classifier_epochs": 1, "te_rampup_epochs": 0,
+    "critic_steps": 1, "critic_epochs": 1, "lautum_probe": 0, "classifier_epochs": 1, "te_rampup_epochs": 0,
     "te_epochs": 0, "te_unlabeled": 0, "ctc_revitalization_epochs": 0, "probe_every": 0,
     "verbose": 0,
 }
+_CHOICES = {"lautum_mode": ("fast", "exact"), "lautum_proxy": ("training", "inference")}
 _POSITIVE_FLOATS = ("learning_rate", "finetune_learning_rate", "critic_learning_rate")
 
 
@@ -41,8 +42,13 @@ class TransferConfig:
         finetune_learning_rate: Adam learning rate of stage 2.
         lautum_weight: lambda of `CE - lambda * L`, in true nats (paper's lambda / 2).
         ema_decay: decay of the Lautum covariance moving averages (0.999 in the paper).
-        lautum_mode: `exact` (adjoint every step) or `fast` (every `refresh_every` steps).
-        refresh_every: adjoint refresh period in fast mode.
+        lautum_mode: `fast` (exact value and gradient by rank-n updates of the inverse
+            covariance, O(k^2 n) a step) or `exact` (an eigendecomposition every step).
+        refresh_every: steps between the fast mode's refactorizations (rounding drift).
+        lautum_proxy: `training` or `inference`: the classifier's mode (dropout, input
+            noise) when the Jacobian proxy w is computed.
+        lautum_probe: number of unlabeled target images on which `LautumProbe` estimates
+            L from scratch after every stage-1 epoch (0 = off).
         projection_dim: optional PCA dimension replacing the D input pixels.
         max_correlation: bound on the canonical correlations of the Lautum value.
         resample_projection: `epoch` or `step`: when the projection vector is redrawn.
@@ -98,8 +104,10 @@ class TransferConfig:
     finetune_learning_rate: float = 1e-3
     lautum_weight: float = 0.01
     ema_decay: float = 0.999
-    lautum_mode: str = "exact"
-    refresh_every: int = 50
+    lautum_mode: str = "fast"
+    refresh_every: int = 200
+    lautum_proxy: str = "training"
+    lautum_probe: int = 2000
     projection_dim: int | None = None
     max_correlation: float = 0.99
     resample_projection: str = "epoch"
@@ -153,6 +161,8 @@ class TransferConfig:
             elif not isinstance(value, str):
                 allowed = "None or a string" if field.default is None else "a string"
                 raise ValueError(f"Expected `{name}` to be {allowed}. Received: {name}={value!r}")
+            elif name in _CHOICES and value not in _CHOICES[name]:
+                raise ValueError(f"Expected `{name}` to be one of {_CHOICES[name]}. Received: {name}={value!r}")
 
     def replace(self, **changes):
         """Returns a copy with `changes` applied; unknown names raise a clear error."""

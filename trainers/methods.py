@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from tfinfo.callbacks import CriticSchedule
+from tfinfo.callbacks import LautumProbe
 from tfinfo.callbacks import ProjectionResampler
 from tfinfo.callbacks.temporal_ensembling_update import TemporalEnsemblingUpdate
 from tfinfo.critics import ConcatCritic
@@ -125,6 +126,7 @@ class Lautum(Method):
             regularizer,
             lautum_weight=config.lautum_weight,
             resample_projection=config.resample_projection,
+            proxy_training=config.lautum_proxy == "training",
         )
         model.adapt(data.x_target_train)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss())
@@ -142,10 +144,17 @@ class Lautum(Method):
             batch_size=config.batch_size,
             seed=config.seed,
         )
-        out = _runner(runner, callbacks, config).fit(
-            model, train, config.pretrain_epochs, callbacks=self.callbacks(config), name="pretrain"
-        )
         regularizer = getattr(model, "lautum_regularizer", None) or model.regularizer
+        extra = list(self.callbacks(config))
+        if isinstance(regularizer, LautumRegularizer) and config.lautum_probe:
+            # L from scratch on a fixed subset of the unlabeled target images, with the
+            # current weights, beside the moving training value (history, TensorBoard).
+            x = data.x_target_train
+            keep = np.random.default_rng(config.seed + 1).permutation(len(x))[: config.lautum_probe]
+            extra.append(LautumProbe(x[np.sort(keep)], seed=config.seed))
+        out = _runner(runner, callbacks, config).fit(
+            model, train, config.pretrain_epochs, callbacks=extra, name="pretrain"
+        )
         if isinstance(regularizer, LautumRegularizer):
             out["nonfinite_count"] = int(regularizer.nonfinite_count.numpy())
             out["final_max_canonical_correlation"] = float(regularizer.max_canonical_correlation.numpy())

@@ -300,14 +300,21 @@ class LautumRegularizer(keras.layers.Layer):
         sigma_x = (1.0 - gamma) * corr + gamma * target * np.eye(d)
         eigval, eigvec = np.linalg.eigh(sigma_x)
         # The rank of the sample correlation over the features that vary. Fewer samples
-        # than features (rank N - 1) is what the Ledoit-Wolf shrinkage is for; a set
-        # that spans less than that (repeated or collinear images) is degenerate, and
-        # so is a projection onto more directions than the set spans.
+        # than features (rank N - 1), or a few degenerate directions, are what the
+        # Ledoit-Wolf shrinkage is for (whitened x is then ~0 there and adds nothing).
+        # A set spanning less than half of what its size allows (repeated or collinear
+        # images) is degenerate, and so is a projection onto more directions than the
+        # set spans, or a shrunk Sigma_x that is numerically singular.
         corr_eig = np.linalg.eigvalsh(corr)
         rank = int(np.sum(corr_eig > 1e-9 * corr_eig.max()))
         varying = int(d - constant.sum())
-        expected = min(n - 1, varying) if self.projection_dim is None else self.projection_dim
-        if rank < expected:
+        if self.projection_dim is None:
+            expected = min(n - 1, varying)
+            degenerate = 2 * rank < expected or eigval.min() <= 1e-10 * eigval.max()
+        else:
+            expected = self.projection_dim
+            degenerate = rank < expected
+        if degenerate:
             raise ValueError(
                 f"Expected unlabeled target inputs spanning {expected} dimensions ({n} inputs, "
                 f"{varying} varying features"
@@ -478,6 +485,31 @@ class LautumRegularizer(keras.layers.Layer):
         value, g_c, g_s, lam, u = self.closed_form(self.x_ema, self.cross_ema, self.w_ema)
         self._record_spectrum(lam, u)
         return value, g_c, g_s
+
+    def estimate(self, x, w):
+        """Lautum information of one sample set, from scratch (no moving state).
+
+        The joint covariance of the N normalized, whitened pairs shrunk towards the
+        identity with `k / (k + N)` (what the moving estimate has after N samples),
+        and the clamped closed form. Used by `tfinfo.callbacks.LautumProbe`.
+
+        Args:
+            x: target inputs, shape `(N,) + input_shape`, N >= 2.
+            w: their Jacobian proxies, same shape.
+
+        Returns:
+            `(value, max_correlation)`: float32 scalar tensors (nats, and the largest
+            canonical correlation).
+        """
+        xt, wt = self._features(tf.cast(x, tf.float32), tf.cast(w, tf.float32))
+        dtype = self._pdtype
+        z = tf.cast(tf.concat([xt, wt], axis=1), dtype)
+        n = tf.cast(tf.shape(z)[0], dtype)
+        k = self.feature_dim
+        prior = k / (k + n)
+        joint = (1.0 - prior) * tf.matmul(z, z, transpose_a=True) / n + prior * tf.eye(2 * k, dtype=dtype)
+        value, _, _, lam, _ = self.closed_form(joint[:k, :k], joint[:k, k:], joint[k:, k:])
+        return tf.cast(value, tf.float32), tf.cast(tf.sqrt(lam[-1]), tf.float32)
 
     def call(self, inputs, training=None):
         x, w = inputs
