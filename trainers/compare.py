@@ -164,6 +164,61 @@ def summarize(rows, compare):
     return summary
 
 
+def paired_differences(rows, compare):
+    """Each method against `compare.baseline`, seed by seed, per budget.
+
+    For every (method, budget), the seeds where both runs finished give paired
+    differences `d = acc(method) - acc(baseline)` (same split, same initialization, same
+    stage-2 data order). Returns one dict per pair with `n`, the mean and sample std of
+    `d`, a 95% t interval, the paired t-test and Wilcoxon signed-rank p-values
+    (two-sided; `None` below 2 pairs or when every difference is 0), the number of seeds
+    where the method wins, and the mean stage-1 source-accuracy difference.
+    """
+    from scipy import stats
+
+    baseline = compare.baseline
+    if baseline is None or baseline not in compare.methods:
+        return []
+    ok = {(r["method"], int(r["labeled"]), int(r["seed"])): r for r in rows if r["status"] == "ok"}
+    out = []
+    for labeled in compare.labeled:
+        for method in compare.methods:
+            if method == baseline:
+                continue
+            seeds = sorted(s for (m, b, s) in ok if m == method and b == int(labeled) and (baseline, b, s) in ok)
+            d = [ok[(method, int(labeled), s)]["target_test_accuracy"] - ok[(baseline, int(labeled), s)]["target_test_accuracy"]
+                 for s in seeds]
+            src = [(ok[(method, int(labeled), s)].get("source_test_accuracy_after_pretrain") or 0.0)
+                   - (ok[(baseline, int(labeled), s)].get("source_test_accuracy_after_pretrain") or 0.0) for s in seeds]
+            entry = {"method": method, "labeled": int(labeled), "baseline": baseline, "n": len(d),
+                     "mean_diff": statistics.fmean(d) if d else None,
+                     "std_diff": statistics.stdev(d) if len(d) > 1 else None,
+                     "ci95": None, "t_test_p": None, "wilcoxon_p": None,
+                     "wins": sum(1 for v in d if v > 0), "source_diff": statistics.fmean(src) if src else None}
+            if len(d) > 1 and any(v != 0 for v in d):
+                half = stats.t.ppf(0.975, len(d) - 1) * entry["std_diff"] / len(d) ** 0.5
+                entry["ci95"] = (entry["mean_diff"] - half, entry["mean_diff"] + half)
+                entry["t_test_p"] = float(stats.ttest_1samp(d, 0.0).pvalue)
+                entry["wilcoxon_p"] = float(stats.wilcoxon(d).pvalue)
+            out.append(entry)
+    return out
+
+
+def paired_table(paired):
+    """Markdown table of `paired_differences`."""
+    lines = ["| method - baseline | labeled | pairs | mean diff (pts) | 95% CI (pts) | wins | t-test p | Wilcoxon p | source acc diff (pts) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for e in paired:
+        ci = "n/a" if e["ci95"] is None else f"[{100 * e['ci95'][0]:+.2f}, {100 * e['ci95'][1]:+.2f}]"
+        mean = "n/a" if e["mean_diff"] is None else f"{100 * e['mean_diff']:+.2f}"
+        src = "n/a" if e["source_diff"] is None else f"{100 * e['source_diff']:+.2f}"
+        p_t = "n/a" if e["t_test_p"] is None else f"{e['t_test_p']:.3g}"
+        p_w = "n/a" if e["wilcoxon_p"] is None else f"{e['wilcoxon_p']:.3g}"
+        lines.append(f"| {e['method']} - {e['baseline']} | {e['labeled']} | {e['n']} | {mean} | {ci} | "
+                     f"{e['wins']}/{e['n']} | {p_t} | {p_w} | {src} |")
+    return "\n".join(lines)
+
+
 def _pct(value):
     return "n/a" if value is None else f"{100 * value:.2f}"
 
@@ -187,6 +242,11 @@ def write_outputs(rows, summary, compare, workdir):
         if compare.paper:
             line += f" {_pct(s['paper'])} |"
         lines.append(line)
+    paired = paired_differences(rows, compare)
+    if paired:
+        lines += ["", paired_table(paired)]
+        with open(os.path.join(workdir, "paired.json"), "w") as f:
+            json.dump(paired, f, indent=1)
     with open(os.path.join(workdir, "table.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     _plot(summary, compare, os.path.join(workdir, "accuracy_vs_labeled.png"))

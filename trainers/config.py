@@ -239,6 +239,8 @@ class CompareConfig:
         paper: `"mnist_notmnist"` or `"cifar10_cifar100"` to print seed 000's numbers
             beside ours, or `None`.
         method_overrides: per-method `TransferConfig` changes (e.g. tuned lambdas).
+        baseline: the method every other one is paired with, seed by seed (same split
+            and initialization), for the paired differences and tests; None for none.
     """
 
     base: object
@@ -247,3 +249,4 @@ class CompareConfig:
     seeds: tuple = (0, 1, 2)
     paper: str | None = None
     method_overrides: dict = dataclasses.field(default_factory=dict)
+    baseline: str | None = "standard"

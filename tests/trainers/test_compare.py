@@ -133,3 +133,29 @@ def test_stage1_is_trained_once_per_method_and_seed_and_reused_exactly(tmp_path)
     assert cached["history"]["finetune"] == fresh["history"]["finetune"]
     saved = json.loads((workdir / "runs" / "standard_l12_s0" / "results.json").read_text())
     assert saved["target_test_accuracy"] == fresh["target_test_accuracy"]
+
+
+def test_paired_differences_pair_seeds_and_match_scipy():
+    from scipy import stats
+
+    from trainers.compare import paired_differences
+
+    base = {0: 0.70, 1: 0.72, 2: 0.65, 3: 0.80, 4: 0.75}
+    gain = {0: 0.03, 1: -0.01, 2: 0.05, 3: 0.02, 4: 0.04}
+    rows = [{"method": "standard", "labeled": 50, "seed": s, "status": "ok", "target_test_accuracy": a,
+             "source_test_accuracy_after_pretrain": 0.97} for s, a in base.items()]
+    rows += [{"method": "lautum", "labeled": 50, "seed": s, "status": "ok", "target_test_accuracy": base[s] + g,
+              "source_test_accuracy_after_pretrain": 0.95} for s, g in gain.items() if s != 4]
+    rows.append({"method": "lautum", "labeled": 50, "seed": 4, "status": "failed"})  # unpaired: left out
+    compare = CompareConfig(base=None, methods=("standard", "lautum"), labeled=(50,), seeds=tuple(range(5)))
+    (entry,) = paired_differences(rows, compare)
+    d = [gain[s] for s in range(4)]
+    assert entry["n"] == 4 and entry["wins"] == 3
+    assert entry["mean_diff"] == pytest.approx(np.mean(d))
+    assert entry["t_test_p"] == pytest.approx(stats.ttest_rel([base[s] + gain[s] for s in range(4)],
+                                                              [base[s] for s in range(4)]).pvalue)
+    assert entry["wilcoxon_p"] == pytest.approx(stats.wilcoxon(d).pvalue)
+    assert entry["source_diff"] == pytest.approx(-0.02)
+    lo, hi = entry["ci95"]
+    assert lo < np.mean(d) < hi
+    assert paired_differences(rows, CompareConfig(base=None, methods=("lautum",), labeled=(50,), baseline="standard")) == []
