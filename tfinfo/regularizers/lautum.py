@@ -442,7 +442,9 @@ class LautumRegularizer(keras.layers.Layer):
             + 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol)))
             - n * tf.math.log(c)
         )
-        return 0.5 * (new_inverse + tf.transpose(new_inverse)), new_logdet
+        # Z A_new^-1 = (Y - (K - cI) K^-1 Y) / (1 - omega) = c K^-1 Y / (1 - omega): no product.
+        z_new_inverse = (c / (1.0 - omega)) * w
+        return 0.5 * (new_inverse + tf.transpose(new_inverse)), new_logdet, z_new_inverse
 
     def _refactorize(self):
         """Recomputes the fast mode's inverses and log-dets from `J` (Cholesky)."""
@@ -468,18 +470,24 @@ class LautumRegularizer(keras.layers.Layer):
         ld = self.logdets
         return 0.5 * (trace - 2.0 * k + ld[0] - ld[1] - ld[2])
 
-    def _fast_carrier(self, zx, zw):
-        """`sum_i z_i^T G z_i` with `G = dL/dJ = 1/2 [J^-1 - J^-1 D J^-1 + bd(J^-1) - D^-1]` fixed."""
+    def _fast_carrier(self, zx, zw, y=None, zw_w_inverse=None):
+        """A function of `zw` whose gradient is that of `sum_i z_i^T G z_i`,
+        `G = dL/dJ = 1/2 [J^-1 - J^-1 D J^-1 + bd(J^-1) - D^-1]` held fixed (x has no
+        gradient): `sum_i <2 (G z_i)_w, zw_i>` with `2 (G z)_w` under `stop_gradient`.
+
+        `y = Z J^-1` and `zw J_ww^-1` come from the rank-n updates when given.
+        """
         k = self.feature_dim
         inv = self.joint_inverse
-        z = tf.concat([zx, zw], axis=1)
-        y = tf.matmul(z, inv)
+        sx, sw = tf.stop_gradient(zx), tf.stop_gradient(zw)
+        if y is None:
+            y = tf.matmul(tf.concat([sx, sw], axis=1), inv)
+        if zw_w_inverse is None:
+            zw_w_inverse = tf.matmul(sw, self.w_inverse)
         yx, yw = y[:, :k], y[:, k:]
-        quad_j = tf.reduce_sum(y * z)
-        quad_jdj = tf.reduce_sum(tf.matmul(yx, self.x_ema) * yx) + tf.reduce_sum(tf.matmul(yw, self.w_ema) * yw)
-        quad_bd = tf.reduce_sum(tf.matmul(zx, inv[:k, :k]) * zx) + tf.reduce_sum(tf.matmul(zw, inv[k:, k:]) * zw)
-        quad_d = tf.reduce_sum(tf.matmul(zx, self.x_inverse) * zx) + tf.reduce_sum(tf.matmul(zw, self.w_inverse) * zw)
-        return 0.5 * (quad_j - quad_jdj + quad_bd - quad_d)
+        ydj = tf.matmul(tf.matmul(yx, self.x_ema), inv[:k, k:]) + tf.matmul(tf.matmul(yw, self.w_ema), inv[k:, k:])
+        grad_w = yw - ydj + tf.matmul(sw, inv[k:, k:]) - zw_w_inverse
+        return tf.reduce_sum(tf.stop_gradient(grad_w) * zw)
 
     def _exact(self):
         value, g_c, g_s, lam, u = self.closed_form(self.x_ema, self.cross_ema, self.w_ema)
@@ -554,9 +562,9 @@ class LautumRegularizer(keras.layers.Layer):
             if fast:
                 k = self.feature_dim
                 ld = self.logdets
-                j_inv, ld_j = self._rank_update(self.joint_inverse, ld[0], tf.concat([sx, sw], 1), omega)
-                x_inv, ld_x = self._rank_update(self.x_inverse, ld[1], sx, omega)
-                w_inv, ld_w = self._rank_update(self.w_inverse, ld[2], sw, omega)
+                j_inv, ld_j, y_new = self._rank_update(self.joint_inverse, ld[0], tf.concat([sx, sw], 1), omega)
+                x_inv, ld_x, _ = self._rank_update(self.x_inverse, ld[1], sx, omega)
+                w_inv, ld_w, zw_w_new = self._rank_update(self.w_inverse, ld[2], sw, omega)
                 self.joint_inverse.assign(j_inv)
                 self.x_inverse.assign(x_inv)
                 self.w_inverse.assign(w_inv)
@@ -587,7 +595,11 @@ class LautumRegularizer(keras.layers.Layer):
             return value, carrier, tf.constant(1, tf.int64)
 
         def fast_path():
-            return self._fast_value(), self._fast_carrier(zx, zw), tf.constant(0, tf.int64)
+            if training:
+                carrier = self._fast_carrier(zx, zw, y_new, zw_w_new)
+            else:
+                carrier = self._fast_carrier(zx, zw)
+            return self._fast_value(), carrier, tf.constant(0, tf.int64)
 
         if fast:
             bound = self.max_correlation**2
