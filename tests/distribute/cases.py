@@ -114,18 +114,18 @@ def _lautum_model(jit_compile, **regularizer_kwargs):
 
 
 def lautum(jit_compile):
-    """Lautum transfer, exact mode: the moving covariances, shrinkage, adjoint and value
-    of the all-gathered global target batch (the Lautum term triples the weights' move)."""
+    """Lautum transfer, fast mode (the default): the joint covariance, its inverses and
+    log-dets (rank-n updates) and the value of the all-gathered global target batch."""
     from tfinfo.callbacks import ProjectionResampler
 
-    return _lautum_model(jit_compile), source_target_dataset(), [ProjectionResampler()]
+    return _lautum_model(jit_compile, refresh_every=2), source_target_dataset(), [ProjectionResampler()]
 
 
-def lautum_fast(jit_compile):
-    """Lautum transfer, fast mode (the second step uses the first step's adjoint), on 16
-    principal components, with a projection vector redrawn inside every step (the
-    replicas' seed generators draw the same vector)."""
-    model = _lautum_model(jit_compile, mode="fast", refresh_every=2, projection_dim=16, resample_projection="step")
+def lautum_exact(jit_compile):
+    """Lautum transfer, exact mode (an eigendecomposition every step), on 16 principal
+    components, with a projection vector redrawn inside every step (the replicas' seed
+    generators draw the same vector)."""
+    model = _lautum_model(jit_compile, mode="exact", projection_dim=16, resample_projection="step")
     return model, source_target_dataset()
 
 

@@ -5,7 +5,7 @@ Each case runs in a fresh process (`harness.run_case`): logical devices must be 
 before any TensorFlow op. A new training model adds a case to `cases.py` and a line here.
 
 Time (2 CPU cores): 14-27 s per case for all its modes, about 2.5 min for the default
-cases; `lautum_fast` and `mi_all_pairs` are behind the `slow` marker.
+cases; `lautum_exact` and `mi_all_pairs` are behind the `slow` marker.
 """
 
 import pytest
@@ -24,7 +24,7 @@ CASES = {
     "tests.distribute.cases:mmd": ["ce", "mmd"],
     "tests.distribute.cases:lautum": ["ce", "lautum"],
     # Fast mode's value is a first-order expansion around the last refresh: only the CE.
-    "tests.distribute.cases:lautum_fast": ["ce"],
+    "tests.distribute.cases:lautum_exact": ["ce"],
     "tests.distribute.cases:mi_smile": ["ce", "mi", "critic_loss"],
     "tests.distribute.cases:mi_mine": ["ce", "mi", "critic_loss"],
     "tests.distribute.cases:mi_all_pairs": ["ce", "mi", "critic_loss"],
@@ -40,7 +40,7 @@ BFLOAT16_CASES = {
 
 
 # Further variants of a model (about 20 s each): behind the `slow` marker.
-SLOW_CASES = {"tests.distribute.cases:lautum_fast", "tests.distribute.cases:mi_all_pairs"}
+SLOW_CASES = {"tests.distribute.cases:lautum_exact", "tests.distribute.cases:mi_all_pairs"}
 
 
 @pytest.fixture(

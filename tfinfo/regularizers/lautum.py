@@ -410,8 +410,13 @@ class LautumRegularizer(keras.layers.Layer):
 
     def _record_spectrum(self, lam, u):
         m = self.tracked_directions
-        finite = tf.reduce_all(tf.math.is_finite(u[:, -m:])) & tf.reduce_all(tf.math.is_finite(lam))
-        self.top_vectors.assign(tf.where(finite, u[:, -m:], tf.zeros_like(self.top_vectors)))
+        u = u[:, -m:]
+        # Eigenvectors are defined up to sign, and LAPACK and XLA pick differently: make
+        # each one's largest component positive, so every backend keeps the same state.
+        pivot = tf.gather(tf.transpose(u), tf.argmax(tf.abs(u), axis=0), axis=1, batch_dims=1)
+        u = u * tf.where(pivot < 0, -tf.ones_like(pivot), tf.ones_like(pivot))
+        finite = tf.reduce_all(tf.math.is_finite(u)) & tf.reduce_all(tf.math.is_finite(lam))
+        self.top_vectors.assign(tf.where(finite, u, tf.zeros_like(self.top_vectors)))
         self.top_values.assign(tf.where(finite, lam[-m:], tf.zeros_like(self.top_values)))
         lam_max = tf.cast(lam[-1], tf.float32)
         self.max_canonical_correlation.assign(tf.where(tf.math.is_finite(lam_max), tf.sqrt(lam_max), 0.0))
