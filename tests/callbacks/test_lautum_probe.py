@@ -79,3 +79,16 @@ def test_probe_skips_epochs_between_measurements_and_refuses_bad_arguments():
     probe.set_model(plain)
     with pytest.raises(ValueError, match="Expected a model with a LautumRegularizer"):
         probe.measure()
+
+
+def test_probe_leaves_the_training_random_streams_as_they_were():
+    model, xs, ys, xt = _model_and_data(seed=2)
+    model.proxy_training = True  # dropout and noise drawn by the probe's proxies
+    seeds = [v for v in model.classifier.variables if "seed_generator_state" in v.path]
+    assert seeds
+    before = [v.numpy().copy() for v in seeds]
+    probe = LautumProbe(xt[:50])
+    probe.set_model(model)
+    probe.measure()
+    for b, v in zip(before, seeds):
+        np.testing.assert_array_equal(b, v.numpy())

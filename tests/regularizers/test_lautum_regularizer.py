@@ -93,27 +93,38 @@ class _Reference:
         self.reg = reg
         k = reg.feature_dim
         self.jxx, self.jxw, self.jww = np.eye(k), np.zeros((k, k)), np.eye(k)
+        self.prior = 1.0
         self.t = 0
 
     def omega(self, t, n):
         return max(1.0 / (t + self.reg.feature_dim / n), 1.0 - self.reg.ema_decay)
 
-    def blocks_after(self, x, w):
+    def _after(self, x, w):
         xt, wn = _numpy_features(self.reg, x, w)
-        n = len(x)
-        om = self.omega(self.t + 1, n)
-        return (
-            (1 - om) * self.jxx + om * xt.T @ xt / n,
-            (1 - om) * self.jxw + om * xt.T @ wn / n,
-            (1 - om) * self.jww + om * wn.T @ wn / n,
-        )
+        n, t = len(x), self.t + 1
+        om = self.omega(t, n)
+        jxx = (1 - om) * self.jxx + om * xt.T @ xt / n
+        jxw = (1 - om) * self.jxw + om * xt.T @ wn / n
+        jww = (1 - om) * self.jww + om * wn.T @ wn / n
+        prior = (1 - om) * self.prior
+        # Every refresh_every (200) steps the identity weight is topped up to its floor.
+        a, k = self.reg.ema_decay, self.reg.feature_dim
+        floor = k / (k + n * (1 + a) / (1 - a))
+        if t % (self.reg.refresh_every or 200) == 0 and prior < floor:
+            jxx = jxx + (floor - prior) * np.eye(k)
+            jww = jww + (floor - prior) * np.eye(k)
+            prior = floor
+        return (jxx, jxw, jww), prior
+
+    def blocks_after(self, x, w):
+        return self._after(x, w)[0]
 
     def value_after(self, x, w, bounded=True):
         bound = self.reg.max_correlation if bounded else None
         return _np_lautum(*self.blocks_after(x, w), max_correlation=bound)
 
     def step(self, x, w):
-        self.jxx, self.jxw, self.jww = self.blocks_after(x, w)
+        (self.jxx, self.jxw, self.jww), self.prior = self._after(x, w)
         self.t += 1
 
     def gradient(self, x, w, eps=1e-5):
@@ -162,8 +173,30 @@ def test_joint_covariance_follows_its_recursion(mode):
     np.testing.assert_allclose(reg.x_ema.numpy(), ref.jxx, atol=1e-5)
     np.testing.assert_allclose(reg.cross_ema.numpy(), ref.jxw, atol=1e-5)
     np.testing.assert_allclose(reg.w_ema.numpy(), ref.jww, atol=1e-5)
-    prior = np.prod([1 - ref.omega(t, 16) for t in range(1, 31)])
-    assert float(reg.shrinkage.numpy()) == pytest.approx(prior, rel=1e-5)
+    assert float(reg.shrinkage.numpy()) == pytest.approx(ref.prior, rel=1e-5)
+
+
+def test_the_identity_prior_is_kept_above_its_floor_and_a_nonfinite_batch_changes_nothing():
+    x = _images(200, seed=11)
+    reg = LautumRegularizer(ema_decay=0.5, refresh_every=4, input_shape_hint=x.shape[1:])
+    reg.adapt(x)
+    batches = list(_batches(x, 12, 16, seed=12, dim=36, coupling=0.0))
+    for xb, wb in batches:
+        reg((tf.constant(xb), tf.constant(wb)), training=True)
+    floor = 36 / (36 + 16 * 1.5 / 0.5)
+    assert float(reg.prior_weight.numpy()) >= floor * 0.5**3 - 1e-12  # topped up at step 12
+    assert float(reg.prior_weight.numpy()) == pytest.approx(floor)
+    state = [v.numpy().copy() for v in reg.weights]
+    bad = batches[0][1].copy()
+    bad[0, 0, 0, 0] = np.nan
+    _, value = reg((tf.constant(batches[0][0]), tf.constant(bad)), training=True)
+    assert int(reg.nonfinite_count.numpy()) == 1
+    changed = [v.path for v, before in zip(reg.weights, state)
+               if v.name != "nonfinite_count" and not np.array_equal(v.numpy(), before, equal_nan=True)]
+    assert changed == []
+    xb, wb = batches[1]
+    _, value = reg((tf.constant(xb), tf.constant(wb)), training=True)
+    assert np.isfinite(float(value)) and int(reg.step.numpy()) == 13
 
 
 @pytest.mark.parametrize("mode", ["fast", "exact"])

@@ -87,9 +87,18 @@ class LautumProbe(keras.callbacks.Callback):
                 return tape.gradient(projected, x)
 
             self._proxy = proxy
-        w = np.concatenate(
-            [self._proxy(self.x_probe[i : i + self.batch_size]).numpy() for i in range(0, len(self.x_probe), self.batch_size)]
-        )
+        # A training-mode proxy draws dropout and noise: restore the classifier's seed
+        # generators afterwards, so that a run with the probe trains exactly as one without.
+        seeds = [v for v in classifier.variables if "seed_generator_state" in v.path]
+        saved = [v.numpy() for v in seeds]
+        try:
+            w = np.concatenate(
+                [self._proxy(self.x_probe[i : i + self.batch_size]).numpy()
+                 for i in range(0, len(self.x_probe), self.batch_size)]
+            )
+        finally:
+            for v, value in zip(seeds, saved):
+                v.assign(value)
         value, rho = regularizer.estimate(self.x_probe, w)
         null, _ = regularizer.estimate(self.x_probe, w[self.permutation])
         return float(value), float(null), float(rho)

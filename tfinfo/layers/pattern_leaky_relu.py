@@ -1,12 +1,14 @@
 """Leaky ReLU whose gradient holds the activation pattern fixed (cheap double backprop)."""
 
+import numbers
+
 import keras
 import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="tfinfo")
 class PatternLeakyReLU(keras.layers.Layer):
-    """`max(x, negative_slope * x)`, with the pattern `x > 0` held fixed in its gradient.
+    """`x` for `x > 0`, else `negative_slope * x`; the pattern `x > 0` is held fixed in the gradient.
 
     The forward pass and the first derivative are those of `keras.layers.LeakyReLU`.
     The function is piecewise linear, so its true second derivative is zero almost
@@ -33,8 +35,8 @@ class PatternLeakyReLU(keras.layers.Layer):
 
     def __init__(self, negative_slope=0.1, **kwargs):
         super().__init__(**kwargs)
-        if not float(negative_slope) >= 0.0:
-            raise ValueError(f"Expected `negative_slope` >= 0. Received: negative_slope={negative_slope}")
+        if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real) or not negative_slope >= 0:
+            raise ValueError(f"Expected `negative_slope` to be a number >= 0. Received: negative_slope={negative_slope!r}")
         self.negative_slope = float(negative_slope)
         self.supports_masking = True
 

@@ -1,5 +1,7 @@
 """2D max pooling whose gradient holds the argmax fixed (cheap double backprop)."""
 
+import numbers
+
 import keras
 import tensorflow as tf
 
@@ -56,6 +58,15 @@ class PatternMaxPooling2D(keras.layers.Layer):
 
         return pool(inputs)
 
+    def build(self, input_shape):
+        for axis, size in ((1, self.pool_size[0]), (2, self.pool_size[1])):
+            if input_shape[axis] is not None and input_shape[axis] < size:
+                raise ValueError(
+                    f"Expected inputs at least as large as pool_size={self.pool_size} (NHWC). "
+                    f"Received: input_shape={tuple(input_shape)}"
+                )
+        super().build(input_shape)
+
     def compute_output_shape(self, input_shape):
         rows = None if input_shape[1] is None else (input_shape[1] - self.pool_size[0]) // self.strides[0] + 1
         cols = None if input_shape[2] is None else (input_shape[2] - self.pool_size[1]) // self.strides[1] + 1
@@ -68,7 +79,7 @@ class PatternMaxPooling2D(keras.layers.Layer):
 
 
 def _pair(name, value):
-    pair = (int(value), int(value)) if isinstance(value, int) else tuple(int(v) for v in value)
-    if len(pair) != 2 or min(pair) < 1:
+    values = (value, value) if isinstance(value, numbers.Integral) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(values) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in values):
         raise ValueError(f"Expected `{name}` to be a positive int or a pair of them. Received: {name}={value!r}")
-    return pair
+    return tuple(int(v) for v in values)

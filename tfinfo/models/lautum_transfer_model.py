@@ -19,24 +19,26 @@ class LautumTransferModel(ClassifierWrapper):
     `(x, y)` and `export` serve the classifier alone.
 
     Logged per epoch (means): `loss`, `ce`, `lautum` (nats), `accuracy` (on the source
-    batch), plus `bound_active` (share of refreshes where the correlation bound was
-    applied) and `shrinkage` (of the EMA covariance).
+    batch), plus `bound_active` (share of steps where a canonical correlation was at the
+    bound) and `shrinkage` (the identity prior's weight in the moving covariance). Add
+    `tfinfo.callbacks.LautumProbe` for an estimate of L from scratch on fixed images.
 
     Under a `tf.distribute` strategy the regularizer all-gathers the replicas' target
-    batches and Jacobian proxies, so the moving covariances, shrinkage, adjoint and
+    batches and Jacobian proxies, so the moving covariance, its inverses and the
     value are the global batch's and every replica writes the same state; the Lautum
     term and a plain CE are divided by the number of replicas (a compiled loss already
     is), so a step applies the single-device gradient of the global batch. Under a mixed
     precision policy the classifier (and the double backprop) runs in half precision,
-    the regularizer in float32, and the loss is scaled by the optimizer
+    the regularizer's inputs in float32 and its statistics in float64, and the loss is scaled by the optimizer
     (`LossScaleOptimizer.scale_loss`) before the gradient. A train step compiles with
     XLA (`compile(jit_compile=True)`).
 
     Args:
         classifier: a Keras model from images to logits.
         regularizer: a `LautumRegularizer` (default: one with `num_outputs` taken from the
-            classifier and the paper's EMA decay 0.999, exact mode).
-        lautum_weight: lambda in true nats (the paper's eq. 9 lambda is ours / 2).
+            classifier and the paper's EMA decay 0.999, fast mode).
+        lautum_weight: lambda in true nats for a mean CE: the paper's lambda (eq. 9 in
+            doubled nats, eq. 13 with the CE summed over N images) is `ours * N / 2`.
         resample_projection: `"epoch"` (via the `ProjectionResampler` callback, which
             `fit` users add) or `"step"` (a fresh `r` at every step, inside `train_step`).
         proxy_training: run the classifier in training mode (dropout, input noise) for

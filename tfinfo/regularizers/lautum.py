@@ -336,7 +336,6 @@ class LautumRegularizer(keras.layers.Layer):
         self.adapted.assign(True)
         self.reset_state()
 
-    # ------------------------------------------------------------------ maths
     # ------------------------------------------------------------------ features
     def _features(self, x, w):
         n = tf.shape(x)[0]
@@ -453,7 +452,6 @@ class LautumRegularizer(keras.layers.Layer):
 
     def _refactorize(self):
         """Recomputes the fast mode's inverses and log-dets from `J` (Cholesky)."""
-        k = self.feature_dim
         joint = tf.concat(
             [tf.concat([self.x_ema, self.cross_ema], 1), tf.concat([tf.transpose(self.cross_ema), self.w_ema], 1)], 0
         )
@@ -464,16 +462,15 @@ class LautumRegularizer(keras.layers.Layer):
             inverse.assign(tf.linalg.cholesky_solve(chol, eye))
             values.append(2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol))))
         self.logdets.assign(tf.stack(values))
-        del k
         return tf.constant(True)
 
     def _fast_value(self):
         """`1/2 [tr(J^-1 D) - 2k + logdet J - logdet D]` from the maintained inverses."""
         k = self.feature_dim
-        inv = self.joint_inverse
-        trace = tf.reduce_sum(inv[:k, :k] * self.x_ema) + tf.reduce_sum(inv[k:, k:] * self.w_ema)
+        # tr(J^-1 D) - 2k = -2 sum((J^-1)_xw * C), from J^-1 J = I: no cancellation of 2k.
+        trace = -2.0 * tf.reduce_sum(self.joint_inverse[:k, k:] * self.cross_ema)
         ld = self.logdets
-        return 0.5 * (trace - 2.0 * k + ld[0] - ld[1] - ld[2])
+        return 0.5 * (trace + ld[0] - ld[1] - ld[2])
 
     def _fast_carrier(self, zx, zw, y=None, zw_w_inverse=None):
         """A function of `zw` whose gradient is that of `sum_i z_i^T G z_i`,
@@ -494,9 +491,10 @@ class LautumRegularizer(keras.layers.Layer):
         grad_w = yw - ydj + tf.matmul(sw, inv[k:, k:]) - zw_w_inverse
         return tf.reduce_sum(tf.stop_gradient(grad_w) * zw)
 
-    def _exact(self):
+    def _exact(self, record):
         value, g_c, g_s, lam, u = self.closed_form(self.x_ema, self.cross_ema, self.w_ema)
-        self._record_spectrum(lam, u)
+        if record:  # inference calls leave the state as it is
+            self._record_spectrum(lam, u)
         return value, g_c, g_s
 
     def estimate(self, x, w):
@@ -523,6 +521,62 @@ class LautumRegularizer(keras.layers.Layer):
         joint = (1.0 - prior) * tf.matmul(z, z, transpose_a=True) / n + prior * tf.eye(2 * k, dtype=dtype)
         value, _, _, lam, _ = self.closed_form(joint[:k, :k], joint[:k, k:], joint[k:, k:])
         return tf.cast(value, tf.float32), tf.cast(tf.sqrt(lam[-1]), tf.float32)
+
+    def prior_floor(self, batch_size):
+        """Smallest identity weight kept in `J`: `k / (k + n (1 + a) / (1 - a))`, the
+        shrinkage of `k` features against the samples the EMA averages at steady state.
+        Without it the prior decays as `a^t` and the directions the target set does not
+        span (constant pixels, N < D) become singular after some 10^4 steps."""
+        a = self.ema_decay
+        k = float(self.feature_dim)
+        n_steady = tf.cast(batch_size, self._pdtype) * (1.0 + a) / (1.0 - a)
+        return k / (k + n_steady)
+
+    def _update(self, sx, sw, omega, n, step):
+        """One step of `J`, its inverses (fast mode), the prior floor and the refresh."""
+        fast = self.mode == "fast"
+        if fast:
+            ld = self.logdets
+            j_inv, ld_j, y_new = self._rank_update(self.joint_inverse, ld[0], tf.concat([sx, sw], 1), omega)
+            x_inv, ld_x, _ = self._rank_update(self.x_inverse, ld[1], sx, omega)
+            w_inv, ld_w, zw_w_new = self._rank_update(self.w_inverse, ld[2], sw, omega)
+            self.joint_inverse.assign(j_inv)
+            self.x_inverse.assign(x_inv)
+            self.w_inverse.assign(w_inv)
+            self.logdets.assign(tf.stack([ld_j, ld_x, ld_w]))
+        self.x_ema.assign((1.0 - omega) * self.x_ema + omega * tf.matmul(sx, sx, transpose_a=True) / n)
+        self.cross_ema.assign((1.0 - omega) * self.cross_ema + omega * tf.matmul(sx, sw, transpose_a=True) / n)
+        self.w_ema.assign((1.0 - omega) * self.w_ema + omega * tf.matmul(sw, sw, transpose_a=True) / n)
+        self.prior_weight.assign((1.0 - omega) * self.prior_weight)
+        period = self.refresh_every or 200
+        at_period = tf.equal(step % period, 0)
+        floor = self.prior_floor(tf.shape(sx)[0])
+        top_up = at_period & (self.prior_weight < floor)
+
+        def add_prior():
+            delta = floor - self.prior_weight
+            eye = tf.eye(self.feature_dim, dtype=self.x_ema.dtype)
+            self.x_ema.assign_add(delta * eye)
+            self.w_ema.assign_add(delta * eye)
+            self.prior_weight.assign(floor)
+            return tf.constant(True)
+
+        tf.cond(top_up, add_prior, lambda: tf.constant(False))
+        self.shrinkage.assign(tf.cast(self.prior_weight, tf.float32))
+        if fast:
+            # Refactorized at the first step, every `refresh_every` steps (rounding drift;
+            # the prior top-up, which is not a rank-n update, happens on these steps).
+            refresh = tf.equal(step, 1) | at_period
+
+            def refresh_fn():
+                self._refactorize()
+                _, _, _, lam, u = self.closed_form(self.x_ema, self.cross_ema, self.w_ema)
+                self._record_spectrum(lam, u)
+                return tf.constant(True)
+
+            tf.cond(refresh, refresh_fn, lambda: tf.constant(False))
+            return y_new, zw_w_new
+        return tf.constant(True)
 
     def call(self, inputs, training=None):
         x, w = inputs
@@ -560,42 +614,32 @@ class LautumRegularizer(keras.layers.Layer):
         n = tf.cast(tf.shape(zx)[0], dtype)
         fast = self.mode == "fast"
         if training:
-            self.step.assign_add(1)
-            step = self.step
-            omega = self.omega(step, tf.shape(zx)[0])
             sx, sw = tf.stop_gradient(zx), tf.stop_gradient(zw)
-            if fast:
-                k = self.feature_dim
-                ld = self.logdets
-                j_inv, ld_j, y_new = self._rank_update(self.joint_inverse, ld[0], tf.concat([sx, sw], 1), omega)
-                x_inv, ld_x, _ = self._rank_update(self.x_inverse, ld[1], sx, omega)
-                w_inv, ld_w, zw_w_new = self._rank_update(self.w_inverse, ld[2], sw, omega)
-                self.joint_inverse.assign(j_inv)
-                self.x_inverse.assign(x_inv)
-                self.w_inverse.assign(w_inv)
-                self.logdets.assign(tf.stack([ld_j, ld_x, ld_w]))
-                del k
-            self.x_ema.assign((1.0 - omega) * self.x_ema + omega * tf.matmul(sx, sx, transpose_a=True) / n)
-            self.cross_ema.assign((1.0 - omega) * self.cross_ema + omega * tf.matmul(sx, sw, transpose_a=True) / n)
-            self.w_ema.assign((1.0 - omega) * self.w_ema + omega * tf.matmul(sw, sw, transpose_a=True) / n)
-            self.prior_weight.assign((1.0 - omega) * self.prior_weight)
-            self.shrinkage.assign(tf.cast(self.prior_weight, tf.float32))
-            if fast:
-                period = self.effective_refresh_every
-                refresh = tf.equal(step, 1) | tf.equal(step % period, 0)
+            # A non-finite batch is counted and leaves every statistic as it was (the
+            # moving estimate would never recover from one NaN).
+            ok = tf.reduce_all(tf.math.is_finite(sx)) & tf.reduce_all(tf.math.is_finite(sw))
+            sx = tf.where(ok, sx, tf.zeros_like(sx))
+            sw = tf.where(ok, sw, tf.zeros_like(sw))
+            self.step.assign_add(tf.cast(ok, tf.int64))
+            self.nonfinite_count.assign_add(tf.cast(tf.logical_not(ok), tf.int64))
+            step = tf.maximum(self.step, 1)
+            omega = self.omega(step, tf.shape(zx)[0])
 
-                def refresh_fn():
-                    self._refactorize()
-                    _, _, _, lam, u = self.closed_form(self.x_ema, self.cross_ema, self.w_ema)
-                    self._record_spectrum(lam, u)
-                    return tf.constant(True)
+            def update():
+                return self._update(sx, sw, omega, n, step)
 
-                tf.cond(refresh, refresh_fn, lambda: tf.constant(False))
+            if fast:
+                # `Z J^-1` and `Z_w J_ww^-1` after the update, for the gradient carrier.
+                y_new, zw_w_new = tf.cond(
+                    ok, update, lambda: (tf.zeros_like(tf.concat([sx, sw], 1)), tf.zeros_like(sw))
+                )
+            else:
+                tf.cond(ok, update, lambda: tf.constant(False))
         else:
             omega = self.omega(tf.maximum(self.step, 1), tf.shape(zx)[0])
 
         def exact_path():
-            value, g_c, g_s = self._exact()
+            value, g_c, g_s = self._exact(record=bool(training))
             carrier = tf.reduce_sum(tf.matmul(zx, g_c) * zw) + tf.reduce_sum(tf.matmul(zw, g_s) * zw)
             return value, carrier, tf.constant(1, tf.int64)
 
@@ -621,7 +665,8 @@ class LautumRegularizer(keras.layers.Layer):
         finite = tf.math.is_finite(value) & tf.math.is_finite(tf.stop_gradient(carrier))
         if training:
             self.exact_steps.assign_add(exact_used)
-            self.nonfinite_count.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
+            # (A non-finite batch was counted above.)
+            self.nonfinite_count.assign_add(tf.cast(tf.logical_not(finite) & ok, tf.int64))
         value = tf.cast(tf.where(finite, value, tf.zeros_like(value)), tf.float32)
         carrier = tf.cast(tf.where(finite, carrier, tf.zeros_like(carrier)), tf.float32)
         surrogate = carrier - tf.stop_gradient(carrier) + tf.stop_gradient(value)
