@@ -48,9 +48,11 @@ class LautumRegularizer(keras.layers.Layer):
       update per step, O(k^2 n)), so the value and the gradient are exact at every step
       with no k^3 work; every `refresh_every` steps (default 200) the inverses are
       recomputed from `J` by Cholesky (removing rounding drift) and the canonical
-      correlations by an eigendecomposition. The 8 top canonical directions of the
-      last eigendecomposition are tracked every step (O(k^2)); while one of them comes
-      within `(1 - max_correlation**2) / 2` of the bound, the step takes the exact path.
+      correlations by an eigendecomposition. The 8 top canonical directions are
+      tracked between eigendecompositions by one subspace iteration a step (O(k^2));
+      while one of them comes within `(1 - max_correlation**2) / 2` of the bound, the
+      step takes the exact path. (The tracked correlations are Ritz values, lower
+      bounds that the iteration keeps tight as `J` moves slowly.)
     - `mode="exact"` evaluates the clamped closed form by an eigendecomposition of the
       canonical problem at every step (O(k^3)): the reference.
 
@@ -60,6 +62,12 @@ class LautumRegularizer(keras.layers.Layer):
     Covariance work runs in `precision` (float64 by default) whatever the dtype
     policy; a non-finite value contributes nothing and is counted in
     `nonfinite_count`.
+
+    Misuse is refused: `adapt` on a constant or degenerate target set (Expected ...
+    Received), a call before `adapt` and a batch of 1 (a `ValueError` when the batch
+    size is static, else a `tf.debugging` assertion; XLA drops assertions, so under
+    `jit_compile` only the static check remains). A non-finite batch leaves the state
+    as it was and is counted in `nonfinite_count`.
 
     Under a `tf.distribute` strategy with several replicas (and `cross_replica=True`)
     the replicas' `(x, w)` are all-gathered first, so every statistic is that of the
@@ -409,11 +417,7 @@ class LautumRegularizer(keras.layers.Layer):
 
     def _record_spectrum(self, lam, u):
         m = self.tracked_directions
-        u = u[:, -m:]
-        # Eigenvectors are defined up to sign, and LAPACK and XLA pick differently: make
-        # each one's largest component positive, so every backend keeps the same state.
-        pivot = tf.gather(tf.transpose(u), tf.argmax(tf.abs(u), axis=0), axis=1, batch_dims=1)
-        u = u * tf.where(pivot < 0, -tf.ones_like(pivot), tf.ones_like(pivot))
+        u = _canonical_signs(u[:, -m:])
         finite = tf.reduce_all(tf.math.is_finite(u)) & tf.reduce_all(tf.math.is_finite(lam))
         self.top_vectors.assign(tf.where(finite, u, tf.zeros_like(self.top_vectors)))
         self.top_values.assign(tf.where(finite, lam[-m:], tf.zeros_like(self.top_values)))
@@ -421,13 +425,44 @@ class LautumRegularizer(keras.layers.Layer):
         self.max_canonical_correlation.assign(tf.where(tf.math.is_finite(lam_max), tf.sqrt(lam_max), 0.0))
         self.bound_active.assign(tf.cast(lam_max >= self.max_correlation**2, tf.float32))
 
-    def _tracked_correlations(self):
-        """Squared correlations of the tracked canonical directions at the current `J`."""
+    def _tracked_correlations(self, update):
+        """Squared canonical correlations of the tracked top directions at the current `J`.
+
+        With `update`, one subspace iteration on `M = J_ww^-1 C^T J_xx^-1 C` (with the
+        maintained inverses, O(k^2 m)) and a Rayleigh-Ritz step follow the top `m`
+        directions as `J` moves, and the state keeps the result; the Ritz values are
+        lower bounds of the top eigenvalues that the iteration tightens step by step.
+        """
+        if update is not False:
+            # Only after an accepted batch, and once an eigendecomposition seeded `U`.
+            seeded = tf.reduce_any(tf.not_equal(self.top_vectors, 0.0))
+            tf.cond(tf.logical_and(update, seeded), self._subspace_step, lambda: tf.constant(False))
         u = self.top_vectors
         cu = tf.matmul(self.cross_ema, u)
         num = tf.reduce_sum(cu * tf.matmul(self.x_inverse, cu), axis=0)
         den = tf.reduce_sum(u * tf.matmul(self.w_ema, u), axis=0)
         return num / tf.maximum(den, 1e-30)
+
+    def _subspace_step(self):
+        u = self.top_vectors
+        m = self.tracked_directions
+        if m:
+
+            def apply_r(v):  # C^T J_xx^-1 C v
+                return tf.matmul(self.cross_ema, tf.matmul(self.x_inverse, tf.matmul(self.cross_ema, v)), transpose_a=True)
+
+            v = tf.matmul(self.w_inverse, apply_r(u))
+            a = tf.matmul(v, apply_r(v), transpose_a=True)
+            b = tf.matmul(v, tf.matmul(self.w_ema, v), transpose_a=True)
+            eye = tf.eye(m, dtype=b.dtype)
+            chol = tf.linalg.cholesky(0.5 * (b + tf.transpose(b)) + (1e-10 * tf.linalg.trace(b) + 1e-30) * eye)
+            small = tf.linalg.triangular_solve(chol, tf.transpose(tf.linalg.triangular_solve(chol, a, lower=True)), lower=True)
+            theta, q = tf.linalg.eigh(0.5 * (small + tf.transpose(small)))
+            new_u = _canonical_signs(tf.matmul(v, tf.linalg.triangular_solve(chol, q, lower=True, adjoint=True)))
+            good = tf.reduce_all(tf.math.is_finite(new_u)) & tf.reduce_all(tf.math.is_finite(theta))
+            self.top_vectors.assign(tf.where(good, new_u, u))
+            self.top_values.assign(tf.where(good, theta, self.top_values))
+        return tf.constant(True)
 
     @staticmethod
     def _rank_update(inverse, logdet, z, omega):
@@ -652,7 +687,7 @@ class LautumRegularizer(keras.layers.Layer):
 
         if fast:
             bound = self.max_correlation**2
-            tracked = self._tracked_correlations()
+            tracked = self._tracked_correlations(update=ok if training else False)
             if training:
                 top = tf.reduce_max(tracked)
                 self.max_canonical_correlation.assign(tf.sqrt(tf.maximum(tf.cast(top, tf.float32), 0.0)))
@@ -690,6 +725,13 @@ class LautumRegularizer(keras.layers.Layer):
         }
         base_config = super().get_config()
         return {**base_config, **config}
+
+
+def _canonical_signs(u):
+    """Eigenvectors are defined up to sign, and LAPACK and XLA pick differently: makes
+    each column's largest component positive, so every backend keeps the same state."""
+    pivot = tf.gather(tf.transpose(u), tf.argmax(tf.abs(u), axis=0), axis=1, batch_dims=1)
+    return u * tf.where(pivot < 0, -tf.ones_like(pivot), tf.ones_like(pivot))
 
 
 def _standard_normal(n, seed_generator):
