@@ -88,7 +88,7 @@ def test_every_config_file_loads_and_names_registered_methods():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     files = sorted(glob.glob(os.path.join(root, "configs", "*.py")))
     compares = [f for f in files if os.path.basename(f).startswith("compare_")]
-    assert len(compares) == 3
+    assert len(compares) == 4
     for path in files:
         if path in compares:
             compare = load_compare_config(path)

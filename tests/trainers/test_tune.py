@@ -133,7 +133,7 @@ def test_search_strings_parse_replace_or_extend_the_default_and_declare_keras_tu
     assert hp.get("lautum_weight") == pytest.approx(0.01)  # the base value, inside the range
     assert hp.get("pretrain_epochs") == 5 and isinstance(hp.get("pretrain_epochs"), int)
     assert hp.get("dropout") == 0.0  # 0.7 lies outside: Keras Tuner's default, the lower end
-    assert hp.get("ema_decay") == 0.999 and hp.get("lautum_mode") == "exact" and hp.get("batch_size") == 32
+    assert hp.get("ema_decay") == 0.999 and hp.get("lautum_mode") == "fast" and hp.get("batch_size") == 32
     assert {type(p).__name__ for p in hp.space} == {"Float", "Int", "Choice", "Fixed"}
     assert [p.sampling for p in hp.space if p.name == "lautum_weight"] == ["log"]
 
