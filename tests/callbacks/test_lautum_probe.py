@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.regularizers.lautum_reference import numpy_features
 from tfinfo.architectures import build_classifier
 from tfinfo.callbacks import LautumProbe
 from tfinfo.models import LautumTransferModel
@@ -14,14 +15,7 @@ SHAPE = (6, 6, 1)
 def _reference_estimate(reg, x, w, max_correlation):
     """float64 numpy: normalize and whiten as the layer does, shrink k / (k + N), SVD."""
     n = len(x)
-    x = x.reshape(n, -1).astype(np.float64)
-    w = w.reshape(n, -1).astype(np.float64)
-    xc = (x - reg.x_mean.numpy()) * reg.x_scale.numpy()
-    xc -= xc.mean(0)
-    wc = w - w.mean(0)
-    var = (wc**2).mean(0)
-    wn = wc / np.sqrt(var + 1e-6 * var.mean() + 1e-30)
-    xt = np.linalg.solve(reg.x_whitener.numpy().astype(np.float64), xc.T).T
+    xt, wn = numpy_features(reg, x, w)
     k = xt.shape[1]
     z = np.concatenate([xt, wn], 1)
     prior = k / (k + n)

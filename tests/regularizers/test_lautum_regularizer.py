@@ -5,6 +5,7 @@ import tensorflow as tf
 from sklearn.covariance import ledoit_wolf_shrinkage
 
 from tfinfo.models import LautumTransferModel
+from tests.regularizers.lautum_reference import numpy_features
 from tfinfo.regularizers import LautumRegularizer
 
 
@@ -16,19 +17,7 @@ def _images(n, shape=(6, 6, 1), seed=0, constant_border=True):
     return x
 
 
-def _numpy_features(reg, x, w):
-    """float64 numpy re-implementation of the normalization and whitening."""
-    n = x.shape[0]
-    x = x.reshape(n, -1).astype(np.float64)
-    w = w.reshape(n, -1).astype(np.float64)
-    xc = (x - reg.x_mean.numpy()) * reg.x_scale.numpy()
-    xc -= xc.mean(0)
-    wc = w - w.mean(0)
-    var = (wc**2).mean(0)
-    wn = wc / np.sqrt(var + 1e-6 * var.mean() + 1e-30)
-    chol = reg.x_cholesky_numpy = reg.x_whitener.numpy().astype(np.float64)
-    xt = np.linalg.solve(chol, xc.T).T
-    return xt, wn
+_numpy_features = numpy_features
 
 
 def test_linear_model_jacobian_proxy_is_w_transpose_r():

@@ -165,6 +165,11 @@ class LautumRegularizer(keras.layers.Layer):
     def effective_refresh_every(self):
         if self.mode == "exact":
             return 1
+        return self.period
+
+    @property
+    def period(self):
+        """Steps between refactorizations (fast mode) and prior top-ups (both modes)."""
         return self.refresh_every or 200
 
     @property
@@ -583,7 +588,7 @@ class LautumRegularizer(keras.layers.Layer):
         self.cross_ema.assign((1.0 - omega) * self.cross_ema + omega * tf.matmul(sx, sw, transpose_a=True) / n)
         self.w_ema.assign((1.0 - omega) * self.w_ema + omega * tf.matmul(sw, sw, transpose_a=True) / n)
         self.prior_weight.assign((1.0 - omega) * self.prior_weight)
-        period = self.refresh_every or 200
+        period = self.period
         at_period = tf.equal(step % period, 0)
         floor = self.prior_floor(tf.shape(sx)[0])
         top_up = at_period & (self.prior_weight < floor)
