@@ -167,6 +167,7 @@ def _lautum_regularizer(data, config):
         ema_decay=config.ema_decay,
         mode=config.lautum_mode,
         refresh_every=config.refresh_every,
+        precision=config.lautum_precision,
         projection_dim=config.projection_dim,
         max_correlation=config.max_correlation,
         seed=config.seed,

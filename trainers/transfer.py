@@ -27,6 +27,7 @@ flags.DEFINE_integer("finetune_epochs", None, "Epochs of stage 2.")
 flags.DEFINE_integer("batch_size", None, "Mini-batch size of both stages.")
 flags.DEFINE_float("lautum_weight", None, "lambda of CE - lambda * L (true nats).")
 flags.DEFINE_string("lautum_mode", None, "fast (default: exact value and gradient by rank-n updates) | exact (eigh every step).")
+flags.DEFINE_string("lautum_precision", None, "float32 | float64: dtype of the Lautum covariance work.")
 flags.DEFINE_string("lautum_proxy", None, "training | inference: the classifier's mode for the Jacobian proxy.")
 flags.DEFINE_float("mi_weight", None, "lambda of CE + lambda * I(x_t; z_t) (nats).")
 flags.DEFINE_string("mi_estimator", None, "smile | mine | dv | nwj | infonce | js.")
@@ -45,7 +46,7 @@ flags.DEFINE_bool("deterministic", False, "Op determinism: identical reruns, res
 
 _OVERRIDES = (
     "method", "labeled", "seed", "source", "target", "pretrain_epochs", "finetune_epochs",
-    "batch_size", "lautum_weight", "lautum_mode", "lautum_proxy", "architecture", "verbose",
+    "batch_size", "lautum_weight", "lautum_mode", "lautum_precision", "lautum_proxy", "architecture", "verbose",
     "mi_weight", "mi_estimator", "critic_steps", "critic_schedule", "probe_every", "nonfinite_policy",
 )
 

@@ -152,17 +152,36 @@ def test_proxy_mode_is_configurable_and_round_trips():
     assert not LautumTransferModel.from_config(inference.get_config()).proxy_training
 
 
-def _fast_versus_exact(xs, ys, xt, steps, batch, seed=0):
-    """Trains a small CNN with the fast-mode regularizer and feeds an exact-mode twin the
-    same batches; returns per-step (fast value, exact value, cosine of their w-gradients)."""
+@pytest.mark.parametrize("precision", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
+def test_fast_mode_tracks_a_float64_reference_in_training(precision):
+    # Against the dense float64 numpy reference (no TensorFlow), in the default float32
+    # and in float64. a = 0.99: the prior falls below its floor by step 200, so the
+    # refactorization there also tops it up (not a rank-n update: the step's gradient
+    # must come from the new inverses).
+    xs, ys, xt = _data(400, seed=4)
+    records, fast = fast_versus_reference(xs, ys, xt, steps=210, batch=32, precision=precision, ema_decay=0.99)
+    # Topped up to the floor at step 200, then 10 EMA steps.
+    assert float(fast.prior_weight.numpy()) == pytest.approx(float(fast.prior_floor(32)) * 0.99**10, rel=1e-4)
+    v_fast, v_ref, cosine, ce, rho = records.T
+    assert rho.max() < fast.max_correlation
+    assert np.all(v_fast >= 0.0)
+    np.testing.assert_allclose(v_fast, v_ref, rtol=1e-3 if precision == "float32" else 1e-6)
+    assert cosine.min() >= (0.999 if precision == "float32" else 0.999999), (int(np.argmin(cosine)), cosine.min())
+
+
+def fast_versus_reference(xs, ys, xt, steps, batch, seed=0, precision="float64", every=1, ema_decay=0.999):
+    """Trains a small CNN with the fast-mode regularizer and, on the same batches, follows
+    the moving covariance with the float64 numpy reference (dense solves, no rank-n
+    updates, no TensorFlow); returns per-step (fast value, reference value, cosine of
+    the w-gradients, CE, reference max correlation) on every `every`-th step."""
+    from tests.regularizers.lautum_reference import Reference
+
     shape = xt.shape[1:]
     classifier = build_classifier("small", input_shape=shape, seed=seed, dropout=0.2, noise_stddev=0.05)
-    fast = LautumRegularizer(mode="fast", input_shape_hint=shape, seed=seed)
-    exact = LautumRegularizer(mode="exact", input_shape_hint=shape, seed=seed)
+    fast = LautumRegularizer(mode="fast", input_shape_hint=shape, seed=seed, precision=precision, ema_decay=ema_decay)
     model = LautumTransferModel(classifier, fast, lautum_weight=0.01)
     model.adapt(xt)
-    exact.adapt(xt)
-    exact.projection.assign(fast.projection)
+    reference = Reference(fast)
     optimizer = keras.optimizers.Adam(1e-3)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     variables = classifier.trainable_variables
@@ -172,48 +191,43 @@ def _fast_versus_exact(xs, ys, xt, steps, batch, seed=0):
         with tf.GradientTape() as tape:
             ce = loss_fn(y_source, classifier(x_source, training=True))
             _, w = model.jacobian_proxy(x_target)
-            with tf.GradientTape(persistent=True) as w_tape:
+            with tf.GradientTape() as w_tape:
                 w_tape.watch(w)
-                s_fast, v_fast = fast((x_target, w), training=True)
-                s_exact, v_exact = exact((x_target, w), training=True)
-            loss = ce - 0.01 * s_fast
-        g_fast = tf.reshape(w_tape.gradient(s_fast, w), (-1,))
-        g_exact = tf.reshape(w_tape.gradient(s_exact, w), (-1,))
+                surrogate, value = fast((x_target, w), training=True)
+            loss = ce - 0.01 * surrogate
+        g_fast = w_tape.gradient(surrogate, w)
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
-        cosine = tf.reduce_sum(g_fast * g_exact) / (tf.norm(g_fast) * tf.norm(g_exact))
-        return v_fast, v_exact, cosine, ce
+        return w, g_fast, value, ce
 
     rng = np.random.default_rng(seed)
     records = []
-    for _ in range(steps):
+    for i in range(steps):
         a, b = rng.integers(0, len(xs), batch), rng.integers(0, len(xt), batch)
-        out = step(tf.constant(xs[a], tf.float32), tf.constant(ys[a]), tf.constant(xt[b], tf.float32))
-        records.append([float(v) for v in out])
+        x_target = xt[b].astype(np.float32)
+        w, g_fast, value, ce = step(tf.constant(xs[a], tf.float32), tf.constant(ys[a]), tf.constant(x_target))
+        w = w.numpy()
+        if i % every == 0 or i == steps - 1:
+            v_ref, rho, g_ref = reference.analytic_after(x_target, w)
+            g_fast = g_fast.numpy().astype(np.float64).ravel()
+            cosine = g_fast @ g_ref / (np.linalg.norm(g_fast) * np.linalg.norm(g_ref))
+            records.append([float(value), v_ref, cosine, float(ce), rho])
+        reference.step(x_target, w)
     return np.array(records), fast
 
 
-def _check_fast_tracks_exact(records, fast):
-    v_fast, v_exact, cosine, ce = records.T
-    assert np.all(v_fast >= 0.0)
-    np.testing.assert_allclose(v_fast, v_exact, rtol=0.02)
-    assert cosine.min() >= 0.99, (int(np.argmin(cosine)), cosine.min())
-    assert int(fast.nonfinite_count.numpy()) == 0
-    assert ce[-20:].mean() < ce[:20].mean()  # the network learned while regularized
-
-
-def test_fast_mode_tracks_the_exact_gradient_in_training():
-    # D = 144 (12 x 12), batch 32, a = 0.999: the first 150 steps are all in the regime
-    # where the moving covariance moves by ~1/t per step.
-    xs, ys, xt = _data(400, seed=3)
-    records, fast = _fast_versus_exact(xs, ys, xt, steps=150, batch=32)
-    _check_fast_tracks_exact(records, fast)
-
-
 @pytest.mark.slow
-def test_fast_mode_tracks_the_exact_gradient_over_2000_steps_at_d784():
+def test_fast_mode_tracks_a_float64_reference_over_2000_steps_at_d784():
+    # The issue's setting: D = 784 (the embedded default's 28 x 28), batch 50, a = 0.999,
+    # the first 2,000 steps of a real training, against the dense float64 reference.
     from tfinfo.data.embedded import load_embedded
 
     source, target = load_embedded("source"), load_embedded("target")
-    records, fast = _fast_versus_exact(source.x_train, source.y_train, target.x_train, steps=2000, batch=50)
-    _check_fast_tracks_exact(records, fast)
+    records, fast = fast_versus_reference(source.x_train, source.y_train, target.x_train, steps=2000, batch=50)
+    v_fast, v_ref, cosine, ce, rho = records.T
+    assert rho.max() < fast.max_correlation  # the bound never acts: the reference is unbounded
+    assert np.all(v_fast >= 0.0)
+    np.testing.assert_allclose(v_fast, v_ref, rtol=0.02)
+    assert cosine.min() >= 0.99, (int(np.argmin(cosine)), cosine.min())
+    assert int(fast.nonfinite_count.numpy()) == 0
+    assert ce[-50:].mean() < ce[:50].mean()  # the network learned while regularized

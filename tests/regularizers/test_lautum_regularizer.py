@@ -5,7 +5,8 @@ import tensorflow as tf
 from sklearn.covariance import ledoit_wolf_shrinkage
 
 from tfinfo.models import LautumTransferModel
-from tests.regularizers.lautum_reference import numpy_features
+from tests.regularizers.lautum_reference import Reference as _Reference
+from tests.regularizers.lautum_reference import np_lautum as _np_lautum
 from tfinfo.regularizers import LautumRegularizer
 
 
@@ -16,8 +17,6 @@ def _images(n, shape=(6, 6, 1), seed=0, constant_border=True):
         x[:, 0, :, :] = 0.0  # zero-variance features, like MNIST borders
     return x
 
-
-_numpy_features = numpy_features
 
 
 def test_linear_model_jacobian_proxy_is_w_transpose_r():
@@ -60,72 +59,21 @@ def test_adapt_handles_constant_features_and_matches_ledoit_wolf():
 # the canonical correlations by an SVD, and gradients by central differences.
 
 
-def _np_lautum(jxx, jxw, jww, max_correlation=None):
-    """Lautum information of N(0, J) in nats; with a bound, each rho clamped at it."""
-    k = jxx.shape[0]
-    if max_correlation is None:
-        joint = np.block([[jxx, jxw], [jxw.T, jww]])
-        diag = np.block([[jxx, np.zeros_like(jxw)], [np.zeros_like(jxw.T), jww]])
-        _, ld_j = np.linalg.slogdet(joint)
-        _, ld_d = np.linalg.slogdet(diag)
-        return 0.5 * (np.trace(np.linalg.solve(joint, diag)) - 2 * k + ld_j - ld_d)
-    lx, lw = np.linalg.cholesky(jxx), np.linalg.cholesky(jww)
-    c = np.linalg.solve(lx, jxw) @ np.linalg.inv(lw).T
-    lam = np.minimum(np.linalg.svd(c, compute_uv=False) ** 2, max_correlation**2)
-    return float(np.sum(0.5 * np.log1p(-lam) + lam / (1 - lam)))
-
-
-class _Reference:
-    """float64 numpy re-implementation of the layer's statistics, step by step."""
-
-    def __init__(self, reg):
-        self.reg = reg
-        k = reg.feature_dim
-        self.jxx, self.jxw, self.jww = np.eye(k), np.zeros((k, k)), np.eye(k)
-        self.prior = 1.0
-        self.t = 0
-
-    def omega(self, t, n):
-        return max(1.0 / (t + self.reg.feature_dim / n), 1.0 - self.reg.ema_decay)
-
-    def _after(self, x, w):
-        xt, wn = _numpy_features(self.reg, x, w)
-        n, t = len(x), self.t + 1
-        om = self.omega(t, n)
-        jxx = (1 - om) * self.jxx + om * xt.T @ xt / n
-        jxw = (1 - om) * self.jxw + om * xt.T @ wn / n
-        jww = (1 - om) * self.jww + om * wn.T @ wn / n
-        prior = (1 - om) * self.prior
-        # Every refresh_every (200) steps the identity weight is topped up to its floor.
-        a, k = self.reg.ema_decay, self.reg.feature_dim
-        floor = k / (k + n * (1 + a) / (1 - a))
-        if t % (self.reg.refresh_every or 200) == 0 and prior < floor:
-            jxx = jxx + (floor - prior) * np.eye(k)
-            jww = jww + (floor - prior) * np.eye(k)
-            prior = floor
-        return (jxx, jxw, jww), prior
-
-    def blocks_after(self, x, w):
-        return self._after(x, w)[0]
-
-    def value_after(self, x, w, bounded=True):
-        bound = self.reg.max_correlation if bounded else None
-        return _np_lautum(*self.blocks_after(x, w), max_correlation=bound)
-
-    def step(self, x, w):
-        (self.jxx, self.jxw, self.jww), self.prior = self._after(x, w)
-        self.t += 1
-
-    def gradient(self, x, w, eps=1e-5):
-        """Central differences of the bounded value after this batch, with respect to w."""
-        grad = np.zeros(w.size)
-        flat = w.astype(np.float64).ravel()
-        for i in range(flat.size):
-            up, down = flat.copy(), flat.copy()
-            up[i] += eps
-            down[i] -= eps
-            grad[i] = (self.value_after(x, up.reshape(w.shape)) - self.value_after(x, down.reshape(w.shape))) / (2 * eps)
-        return grad
+def test_the_references_analytic_gradient_matches_central_differences():
+    # The slow D = 784 test uses the reference's closed-form derivative: check it here.
+    x = _images(300, shape=(3, 3, 1), seed=5, constant_border=False)
+    reg = LautumRegularizer(ema_decay=0.8, input_shape_hint=x.shape[1:])
+    reg.adapt(x)
+    ref = _Reference(reg)
+    for i, (xb, wb) in enumerate(_batches(x, 6, 12, seed=6, dim=9, coupling=1.0)):
+        value, rho, grad = ref.analytic_after(xb, wb)
+        assert rho < reg.max_correlation  # the unbounded value is the layer's here
+        jxx, jxw, jww = ref.blocks_after(xb, wb)
+        c = np.linalg.solve(np.linalg.cholesky(jxx), jxw) @ np.linalg.inv(np.linalg.cholesky(jww)).T
+        assert rho == pytest.approx(np.linalg.svd(c, compute_uv=False)[0], rel=1e-9)
+        assert value == pytest.approx(ref.value_after(xb, wb), rel=1e-9)
+        np.testing.assert_allclose(grad, ref.gradient(xb, wb), rtol=1e-4, atol=1e-5 * np.abs(grad).max())
+        ref.step(xb, wb)
 
 
 def _layer_step(reg, x, w):
