@@ -18,7 +18,7 @@ the small CNN at D = 784 with one critic step.
 Prints progress to stderr and one JSON object on the last line of stdout, with the
 median and min of the per-repetition ratios.
 
-Usage: python bench/step_cost.py [--quick] [--cases small_d784_exact,mi_small_d784_k1]
+Usage: python bench/step_cost.py [--quick] [--cases small_d784_exact,mi_small_d784_k1] [--precision float64]
 """
 
 import argparse
@@ -99,12 +99,12 @@ def run_mi_case(arch, dim, critic_steps, batch, repeats):
     }
 
 
-def run_case(arch, dim, mode, batch, repeats, refresh_every):
+def run_case(arch, dim, mode, batch, repeats, refresh_every, precision):
     shape, x_unlabeled, xs, xt, ys = _inputs(dim, batch)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     ce_step = _ce_step(arch, shape, xs, ys)
 
-    reg = LautumRegularizer(mode=mode, refresh_every=refresh_every, input_shape_hint=shape)
+    reg = LautumRegularizer(mode=mode, refresh_every=refresh_every, input_shape_hint=shape, precision=precision)
     period = reg.effective_refresh_every
     model = LautumTransferModel(build_classifier(arch, input_shape=shape, seed=0), reg, 0.01)
     model.adapt(x_unlabeled)
@@ -142,6 +142,7 @@ def run_case(arch, dim, mode, batch, repeats, refresh_every):
         "ce_step_s": statistics.median(ce_times),
         "lautum_step_s": statistics.median(lautum_times),
         "refresh_every": period,
+        "precision": precision,
         "refactorization_s": statistics.median(refresh_times) if refresh else None,
         "batch": batch,
     }
@@ -153,6 +154,8 @@ def main(argv=None):
     parser.add_argument("--cases", default="", help="comma-separated case names")
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--precision", default="float32", choices=("float32", "float64"),
+                        help="dtype of the Lautum covariance work (layer default float32)")
     parser.add_argument("--refresh-every", type=int, default=None, help="fast mode's refactorization period (layer default 200)")
     args = parser.parse_args(argv)
     cases = [(a, d, m) for a in ("small", "paper") for d in (784, 3072) for m in ("exact", "fast", "k1", "k5")]
@@ -173,7 +176,7 @@ def main(argv=None):
         if mode.startswith("k"):
             results[name] = run_mi_case(arch, dim, int(mode[1:]), args.batch, repeats)
         else:
-            results[name] = run_case(arch, dim, mode, args.batch, repeats, args.refresh_every)
+            results[name] = run_case(arch, dim, mode, args.batch, repeats, args.refresh_every, args.precision)
         results[name]["bench_wall_s"] = round(time.perf_counter() - start, 1)
         print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     print(json.dumps(results))
