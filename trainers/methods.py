@@ -216,6 +216,7 @@ class MutualInformation(Lautum):
             lautum_regularizer=_lautum_regularizer(data, config) if self.uses_lautum else None,
             lautum_weight=config.lautum_weight if self.uses_lautum else 0.0,
             resample_projection=config.resample_projection,
+            proxy_training=config.lautum_proxy == "training",
         )
         model.adapt(data.x_target_train)
         model.compile(

@@ -173,6 +173,31 @@ def test_lautum_and_mi_together_log_both_and_train():
     )
 
 
+@pytest.mark.parametrize("proxy_training", [True, False])
+def test_lautum_proxy_mode_is_the_classifiers_mode_for_the_jacobian(proxy_training):
+    _, _, xt = _data(40)
+    classifier = build_classifier("small", input_shape=SHAPE, num_classes=4, image_size=12, seed=0,
+                                  dropout=0.5, noise_stddev=0.2)
+    model = MutualInformationTransferModel(
+        classifier, MutualInformationRegularizer(ConcatCritic((8,)), seed=0),
+        lautum_regularizer=LautumRegularizer(num_outputs=4, input_shape_hint=SHAPE, seed=0),
+        lautum_weight=0.05, proxy_training=proxy_training,
+    )
+    x = tf.constant(xt[:8])
+    with tf.GradientTape() as tape:  # the inference-mode proxy, computed directly
+        tape.watch(x)
+        projected = tf.reduce_sum(classifier(x, training=False) * model.lautum_regularizer.projection)
+    expected = tape.gradient(projected, x).numpy()
+    _, w1 = model._target_forward(x)
+    _, w2 = model._target_forward(x)
+    if proxy_training:  # dropout and input noise: two draws differ from each other
+        assert not np.allclose(w1.numpy(), w2.numpy())
+    else:
+        np.testing.assert_allclose(w1.numpy(), expected, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(w2.numpy(), expected, rtol=1e-5, atol=1e-7)
+    assert MutualInformationTransferModel.from_config(model.get_config()).proxy_training is proxy_training
+
+
 def test_bad_arguments_name_themselves():
     classifier = build_classifier("small", input_shape=SHAPE, num_classes=4, image_size=12, seed=0)
     with pytest.raises(ValueError, match="features_x"):

@@ -64,6 +64,9 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
         lautum_regularizer: optional `LautumRegularizer` for Lautum+MI.
         lautum_weight: lambda of the Lautum term.
         resample_projection: Lautum's projection resampling, "epoch" or "step".
+        proxy_training: the classifier's mode (dropout, input noise) for the Lautum
+            Jacobian proxy. True: the proxy comes from the target forward pass the MI
+            term uses (training mode); False: from a second, inference-mode pass.
 
     Call arguments:
         inputs: images for the classifier, or a training pair `(x_source, x_target)`,
@@ -96,6 +99,7 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
         lautum_regularizer=None,
         lautum_weight=0.0,
         resample_projection="epoch",
+        proxy_training=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -133,6 +137,7 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
         self.feature_layer = feature_layer
         self.lautum_weight = float(lautum_weight)
         self.resample_projection = resample_projection
+        self.proxy_training = bool(proxy_training)
         self.critic_optimizer = None
         self.phase = self.add_weight(name="phase", shape=(), dtype="int32", initializer="zeros", trainable=False)
         self._traced_phase = PHASES["alternate"]
@@ -200,10 +205,14 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
             features, _ = self._features_and_logits(x_target, training=True)
             return features, None
         x_target = tf.cast(x_target, tf.float32)
+        if not self.proxy_training:
+            features, _ = self._features_and_logits(x_target, training=True)
         with tf.GradientTape() as inner:
             inner.watch(x_target)
-            features, logits = self._features_and_logits(x_target, training=True)
+            proxy_features, logits = self._features_and_logits(x_target, training=self.proxy_training)
             projected = tf.reduce_sum(tf.cast(logits, tf.float32) * self.lautum_regularizer.projection)
+        if self.proxy_training:
+            features = proxy_features
         return features, inner.gradient(projected, x_target)
 
     def _critic_update(self, x_target, features, steps):
@@ -294,6 +303,7 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
             ),
             "lautum_weight": self.lautum_weight,
             "resample_projection": self.resample_projection,
+            "proxy_training": self.proxy_training,
         }
         base_config = super().get_config()
         return {**base_config, **config}
