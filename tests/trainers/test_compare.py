@@ -77,8 +77,10 @@ def test_cli_refuses_a_bad_config_before_any_run(tmp_path):
     assert not (tmp_path / "w" / "runs").exists()
 
 
-def test_every_config_file_loads_and_names_registered_methods():
+def test_every_config_file_loads_and_names_registered_methods(monkeypatch):
     import glob
+
+    import configs.compare_lautum_ablation as ablation
 
     from trainers.compare import load_compare_config
     from trainers.config import TransferConfig
@@ -88,9 +90,22 @@ def test_every_config_file_loads_and_names_registered_methods():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     files = sorted(glob.glob(os.path.join(root, "configs", "*.py")))
     compares = [f for f in files if os.path.basename(f).startswith("compare_")]
-    assert len(compares) == 4
+    assert len(compares) == 6
     for path in files:
-        if path in compares:
+        if path.endswith("compare_lautum_ablation.py"):
+            monkeypatch.delenv("TFINFO_ABLATION", raising=False)
+            with pytest.raises(ValueError, match="Expected TFINFO_ABLATION"):
+                load_compare_config(path)
+            tuned = load_compare_config(os.path.join(root, "configs", "compare_tuned.py"))
+            for arm, change in ablation.ARMS.items():
+                monkeypatch.setenv("TFINFO_ABLATION", arm)
+                compare = load_compare_config(path)
+                assert compare.methods == ("lautum",) and compare.base == tuned.base
+                overrides = compare.method_overrides["lautum"]
+                assert {k: overrides[k] for k in change} == change
+                # Every arm is a valid TransferConfig.
+                compare.base.replace(**overrides)
+        elif path in compares:
             compare = load_compare_config(path)
             assert set(compare.methods) <= set(METHODS), path
             assert compare.paper in (None, "mnist_notmnist", "cifar10_cifar100")
