@@ -7,6 +7,13 @@ import numpy as np
 import scipy.linalg
 
 
+def w_scale(w):
+    """Per-feature scale of the batch normalization of w: `sqrt(var + 1e-6 mean(var))`."""
+    w = w.reshape(w.shape[0], -1).astype(np.float64)
+    var = ((w - w.mean(0)) ** 2).mean(0)
+    return np.sqrt(var + 1e-6 * var.mean() + 1e-30)
+
+
 def numpy_features(reg, x, w):
     """Whitened x and batch-normalized w of a batch, in float64 (the tests' reference)."""
     n = x.shape[0]
@@ -15,8 +22,7 @@ def numpy_features(reg, x, w):
     xc = (x - reg.x_mean.numpy()) * reg.x_scale.numpy()
     xc -= xc.mean(0)
     wc = w - w.mean(0)
-    var = (wc**2).mean(0)
-    wn = wc / np.sqrt(var + 1e-6 * var.mean() + 1e-30)
+    wn = wc / w_scale(w)
     xt = np.linalg.solve(reg.x_whitener.numpy().astype(np.float64), xc.T).T
     return xt, wn
 
@@ -129,11 +135,7 @@ class Reference:
         t = self.t + 1
         omega = self.omega(t, n)
         g_wn = 2.0 * omega / n * zg_w
-        wf = w.reshape(n, -1).astype(np.float64)
-        wc = wf - wf.mean(0)
-        var = (wc**2).mean(0)
-        s = np.sqrt(var + 1e-6 * var.mean() + 1e-30)
-        grad = (g_wn - g_wn.mean(0) - wn * (g_wn * wn).mean(0)) / s
+        grad = (g_wn - g_wn.mean(0) - wn * (g_wn * wn).mean(0)) / w_scale(w)
         # rho_max^2 = 1 - 1 / lambda_max(J_ww (J^-1)_ww) (the Schur complement).
         lw = np.tril(cw[0])  # cho_factor leaves the other triangle unspecified
         top = scipy.linalg.eigh(lw.T @ j_inv[k:, k:] @ lw, eigvals_only=True, subset_by_index=[k - 1, k - 1])[0]

@@ -205,14 +205,12 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
             features, _ = self._features_and_logits(x_target, training=True)
             return features, None
         x_target = tf.cast(x_target, tf.float32)
-        if not self.proxy_training:
-            features, _ = self._features_and_logits(x_target, training=True)
         with tf.GradientTape() as inner:
             inner.watch(x_target)
-            proxy_features, logits = self._features_and_logits(x_target, training=self.proxy_training)
+            features, logits = self._features_and_logits(x_target, training=self.proxy_training)
             projected = tf.reduce_sum(tf.cast(logits, tf.float32) * self.lautum_regularizer.projection)
-        if self.proxy_training:
-            features = proxy_features
+        if not self.proxy_training:  # the MI term keeps the training-mode features
+            features, _ = self._features_and_logits(x_target, training=True)
         return features, inner.gradient(projected, x_target)
 
     def _critic_update(self, x_target, features, steps):
