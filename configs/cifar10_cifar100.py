@@ -12,9 +12,14 @@ def get_config():
         architecture="paper",
         image_size=32,
         channels=3,
+        dropout=0.5,  # Laine & Aila's network, as the paper
+        noise_stddev=0.15,
         batch_size=100,
         pretrain_epochs=60,
         finetune_epochs=100,
         ema_decay=0.999,
+        te_rampup_epochs=80,  # Laine & Aila
+        te_epochs=None,  # = finetune_epochs
+        te_unlabeled=None,  # all of them
         lautum_mode="fast",
     )

@@ -133,6 +133,7 @@ def run_all(compare, workdir, log=print):
                     "source_test_accuracy_after_pretrain": results.get("source_test_accuracy_after_pretrain"),
                     "wall_time_s": round(sum(results["wall_time_s"].values()), 1),
                     "stage1_reused": bool(results.get("stage1", {}).get("reused", False)),
+                    "stage2_converged": results.get("stage2", {}).get("converged"),
                 })
     order = {m: i for i, m in enumerate(compare.methods)}
     rows.sort(key=lambda r: (order[r["method"]], int(r["labeled"]), int(r["seed"])))
@@ -226,7 +227,7 @@ def _pct(value):
 def write_outputs(rows, summary, compare, workdir):
     os.makedirs(workdir, exist_ok=True)
     fields = ["method", "labeled", "seed", "status", "target_test_accuracy",
-              "source_test_accuracy_after_pretrain", "wall_time_s", "stage1_reused"]
+              "source_test_accuracy_after_pretrain", "wall_time_s", "stage1_reused", "stage2_converged"]
     with open(os.path.join(workdir, "table.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -242,6 +243,10 @@ def write_outputs(rows, summary, compare, workdir):
         if compare.paper:
             line += f" {_pct(s['paper'])} |"
         lines.append(line)
+    unconverged = [f"{r['method']}_l{r['labeled']}_s{r['seed']}" for r in rows if r.get("stage2_converged") is False]
+    if unconverged:
+        lines += ["", f"Stage 2 did not converge (labeled images fitted < 99%) in {len(unconverged)} runs: "
+                  + ", ".join(unconverged) + "."]
     paired = paired_differences(rows, compare)
     if paired:
         lines += ["", paired_table(paired)]

@@ -84,6 +84,42 @@ def _accuracy(classifier, x, y, batch_size):
     return float(np.mean(np.argmax(logits, axis=-1) == y))
 
 
+# Stage 2 has converged when the classifier fits its labeled images: at least this
+# accuracy on them in inference mode.
+CONVERGED_ACCURACY = 0.99
+
+
+def stage2_convergence(classifier, data, config, history):
+    """Whether stage 2 converged, with the facts behind it (`results.json["stage2"]`).
+
+    The criterion is the classifier's accuracy on the labeled target images it was
+    fine-tuned on, in inference mode, against `CONVERGED_ACCURACY`; the last epoch's
+    training loss and accuracy (with dropout and noise on) are recorded beside it. An
+    unconverged stage 2 is logged as a warning that says what to raise.
+    """
+    labeled_accuracy = _accuracy(classifier, data.x_labeled, data.y_labeled, config.batch_size)
+    curves = {k: v for k, v in (history or {}).items() if isinstance(v, list) and v}
+    last = {k: float(v[-1]) for k, v in curves.items()}
+    facts = {
+        "converged": bool(labeled_accuracy >= CONVERGED_ACCURACY),
+        "labeled_accuracy": labeled_accuracy,
+        "final_train_loss": last.get("loss"),
+        "final_train_accuracy": last.get("accuracy"),
+        "epochs": max((len(v) for v in curves.values()), default=0),
+    }
+    if not facts["converged"]:
+        loss = facts["final_train_loss"]
+        log.warning(
+            "tfinfo: stage 2 did not converge: the classifier fits %.1f%% of its %d labeled images "
+            "(inference mode; converged means >= %.0f%%), final training loss %s after %d epochs. "
+            "Raise --finetune_epochs (now %d) or the finetune_learning_rate (now %g).",
+            100 * labeled_accuracy, len(data.y_labeled), 100 * CONVERGED_ACCURACY,
+            "n/a" if loss is None else f"{loss:.3f}", facts["epochs"], config.finetune_epochs,
+            config.finetune_learning_rate,
+        )
+    return facts
+
+
 # Fields that only stage 2 reads: runs differing only in these share their stage 1.
 STAGE2_FIELDS = frozenset({
     "method", "labeled", "finetune_epochs", "finetune_learning_rate", "te_momentum",
@@ -283,6 +319,7 @@ def _train(method, config, data, workdir, stage1_cache):
     resumed["stage2"] = runner.resumed_from
     skipped["stage2"] = runner.skipped
     finetune_s = time.perf_counter() - start
+    stage2 = stage2_convergence(classifier, data, config, finetune_history)
     target_acc = _accuracy(classifier, data.x_target_test, data.y_target_test, config.batch_size)
     return {
         "method": config.method,
@@ -298,6 +335,7 @@ def _train(method, config, data, workdir, stage1_cache):
         "skipped_files": data.skipped_files,
         "wall_time_s": {"pretrain": pretrain_s, "finetune": finetune_s},
         "stage1": {"key": key, "reused": reused},
+        "stage2": stage2,
         "resumed_from_epoch": resumed,
         "nonfinite": {
             "policy": config.nonfinite_policy,

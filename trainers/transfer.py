@@ -1,6 +1,8 @@
 """`tfinfo-transfer`: two-stage semi-supervised transfer (pre-train, fine-tune, export).
 
 With no data flags it runs the embedded default (handwritten digits -> letters A-J).
+Data flags change only the data: the training recipe is the same one default
+(`TransferConfig()`), whatever data it is given.
 
   tfinfo-transfer --method lautum --labeled 100 --workdir runs/lautum
   tfinfo-transfer --source npz:src.npz --target npz:tgt.npz --method standard
@@ -52,7 +54,7 @@ _OVERRIDES = (
 
 
 def build_config():
-    """The base `TransferConfig`: --config (or the embedded default) with the flag overrides."""
+    """The base `TransferConfig`: --config (or the one default) with the flag overrides."""
     from trainers.config import config_from_flags
 
     return config_from_flags(FLAGS, _OVERRIDES)
@@ -91,6 +93,7 @@ def main(argv):
     print(
         f"tfinfo-transfer: method={results['method']} labeled={results['labeled']} "
         f"seed={results['seed']} target_test_accuracy={results['target_test_accuracy']:.4f} "
+        f"stage2_converged={results.get('stage2', {}).get('converged')} "
         f"wall={wall:.0f}s results={os.path.join(FLAGS.workdir, 'results.json')}"
     )
     return 0

@@ -2,7 +2,7 @@
 
 The objective is the accuracy on a validation split carved (class-balanced, seeded) out
 of the labeled target images; stage 2 trains on the rest; the target test set is never
-read. With no data flags the base is the embedded default (`configs/embedded.py`).
+read. The base is the one default (`TransferConfig()`, the embedded recipe) or `--config`.
 
   tfinfo-tune --method lautum --max_trials 20 --directory runs/tune_lautum
   tfinfo-tune --config base.json --tuner bayesian \\
@@ -57,7 +57,7 @@ _OVERRIDES = ("method", "labeled", "seed", "source", "target", "pretrain_epochs"
 
 
 def build_config():
-    """The base `TransferConfig`: --config (or the embedded default) with the flag overrides."""
+    """The base `TransferConfig`: --config (or the one default) with the flag overrides."""
     from trainers.config import config_from_flags
 
     return config_from_flags(FLAGS, _OVERRIDES)

@@ -32,7 +32,7 @@ def _npz(path, n_train=120, n_test=40, shape=(10, 10), classes=4, seed=0, rank3=
 def _tiny_config(tmp_path, **changes):
     base = dict(source=_npz(tmp_path / "src.npz"), target=_npz(tmp_path / "tgt.npz", seed=1),
                 labeled=8, image_size=12, batch_size=16, pretrain_epochs=1, finetune_epochs=2,
-                verbose=0, cache_dir=str(tmp_path / "cache"))
+                verbose=0, cache_dir=str(tmp_path / "cache"), te_epochs=None, te_unlabeled=None)
     base.update(changes)
     return TransferConfig().replace(**base)
 
@@ -61,6 +61,11 @@ def test_cli_on_npz_data_writes_results_and_a_servable_export(tmp_path, method):
         assert len(pretrain["loss"]) == 1
     assert len(results["history"]["finetune"]["loss"]) == 2
     assert set(results["wall_time_s"]) == {"data", "pretrain", "finetune"}
+    # Two fine-tune epochs on 8 images: the record says whether the labeled images are fitted.
+    stage2 = results["stage2"]
+    assert stage2["epochs"] == 2 and stage2["final_train_loss"] == results["history"]["finetune"]["loss"][-1]
+    assert stage2["converged"] == (stage2["labeled_accuracy"] >= 0.99)
+    assert f"stage2_converged={stage2['converged']}" in proc.stdout
     if method == "lautum":
         assert "lautum" in results["history"]["pretrain"] and results["history"]["pretrain"]["nonfinite_count"] == 0
     if method.endswith("te"):

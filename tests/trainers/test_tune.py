@@ -36,7 +36,7 @@ def _npz(path, n, classes=4, seed=0):
 def _config(tmp_path, **changes):
     base = dict(method="standard", source=_npz(tmp_path / "src.npz", 96), target=_npz(tmp_path / "tgt.npz", 60, seed=1),
                 labeled=8, image_size=12, batch_size=16, pretrain_epochs=1, finetune_epochs=1, verbose=0,
-                cache_dir=str(tmp_path / "cache"))
+                cache_dir=str(tmp_path / "cache"), te_epochs=None, te_unlabeled=None)
     base.update(changes)
     return TransferConfig().replace(**base)
 
