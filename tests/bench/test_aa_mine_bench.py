@@ -7,10 +7,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 
 
+@pytest.mark.integration
 def test_short_run_prints_both_curves_and_the_papers_checks_as_json():
     done = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "aa_mine.py"), "--steps", "5", "--variances", "0.5,1",

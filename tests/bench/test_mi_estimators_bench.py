@@ -58,6 +58,7 @@ def _check_structure(report, estimators, levels):
     assert report["checks"]["all_entries_reported"] is True
 
 
+@pytest.mark.integration
 def test_tiny_run_prints_one_json_object_and_infonce_stays_under_log_batch():
     report = _bench("--levels", "2", "--steps-per-level", "50", "--estimators", "nwj,infonce", timeout=300)
     _check_structure(report, ["nwj", "infonce"], [2.0])
@@ -72,6 +73,7 @@ def test_tiny_run_prints_one_json_object_and_infonce_stays_under_log_batch():
     assert report["checks"]["smile_tau5_within_15pct_up_to_6_nats"] is None
 
 
+@pytest.mark.integration
 def test_nonfinite_steps_are_reported_as_null_with_a_count():
     bench = _module()
     values = np.linspace(1.0, 2.0, 100)

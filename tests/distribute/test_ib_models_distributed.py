@@ -23,6 +23,9 @@ from tests.distribute.harness import assert_same_epoch
 from tests.distribute.harness import assert_same_optimizer_state
 from tests.distribute.harness import run_case
 
+# Every case trains in fresh processes (logical devices are set before any op).
+pytestmark = pytest.mark.integration
+
 # case -> logs compared under mixed precision (to 5e-2 relative)
 CASES = {
     "ctc_aggregation": ["ce", "ias"],

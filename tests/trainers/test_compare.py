@@ -14,6 +14,7 @@ from trainers.compare import summarize
 from trainers.paper_results import PAPER_RESULTS
 
 
+@pytest.mark.integration
 def test_compare_writes_table_and_plot_records_failures_and_resumes(tmp_path):
     base = _tiny_config(tmp_path)
     compare = CompareConfig(
@@ -114,6 +115,7 @@ def test_every_config_file_loads_and_names_registered_methods(monkeypatch):
             assert isinstance(config, TransferConfig) and config.method in METHODS, path
 
 
+@pytest.mark.integration
 def test_stage1_is_trained_once_per_method_and_seed_and_reused_exactly(tmp_path):
     import json
 

@@ -384,6 +384,7 @@ def _check_against_reference(results, name):
         _assert_history_close(run["history"], expected)
 
 
+@pytest.mark.integration
 def test_two_workers_on_localhost_sum_gradients_across_workers(tmp_path):
     runs = ["plain", "mmd"]
     results = _launch("multi_worker", runs, tmp_path, workers=2)
@@ -411,6 +412,7 @@ def test_two_workers_train_the_mmd_stage1_cnn_on_transfer_batches(tmp_path):
     _check_against_reference(results, "mmd_cnn")
 
 
+@pytest.mark.integration
 def test_mirrored_over_two_logical_cpus_is_model_fit_with_the_global_gradient(tmp_path):
     # Same order every epoch: Keras 3.15's `fit` under a strategy draws one more
     # iterator than on one device, so a reshuffling dataset's epochs would differ.

@@ -14,6 +14,7 @@ def _cli(args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_every_objective_runs_on_the_embedded_default_and_draws_each_layer(tmp_path, objective):
     from tfinfo.callbacks.information_plane import plot_information_plane
@@ -43,6 +44,7 @@ def test_every_objective_runs_on_the_embedded_default_and_draws_each_layer(tmp_p
     assert {k: v["i_y"] for k, v in results["information"].items()} == pytest.approx(last)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("objective", ["ib_end_to_end", "surrogate_cond_logvar"])
 def test_two_mirrored_cpus(tmp_path, objective):
     workdir = tmp_path / "run"

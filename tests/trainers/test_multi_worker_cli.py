@@ -57,6 +57,7 @@ def _workers(config, tmp_path):
     return [tmp_path / f"worker{i}" for i in range(2)]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("method", ["lautum", pytest.param("mmd", marks=pytest.mark.slow),
                                     pytest.param("mi", marks=pytest.mark.slow)])
 def test_two_workers_end_with_identical_weights_equal_to_one_device(tmp_path, method):

@@ -26,6 +26,7 @@ def _run(config, workdir, inject=None, *flags):
     pytest.param("mmd", "mmd", marks=pytest.mark.slow),
     pytest.param("mi", "mi", marks=pytest.mark.slow),
 ])
+@pytest.mark.integration
 def test_stop_names_term_and_step_keeps_checkpoints_and_resumes(tmp_path, method, term):
     config = _config(tmp_path, method)
     workdir = tmp_path / "run"
@@ -44,6 +45,7 @@ def test_stop_names_term_and_step_keeps_checkpoints_and_resumes(tmp_path, method
     assert results["nonfinite"]["skipped_steps"] == 0
 
 
+@pytest.mark.integration
 def test_skip_undoes_the_step_and_counts_it_in_results(tmp_path):
     config = _config(tmp_path, "lautum")
     workdir = tmp_path / "run"

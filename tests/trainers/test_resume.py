@@ -98,6 +98,7 @@ METHODS = [
 ]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("method", METHODS)
 def test_killed_in_both_stages_and_resumed_equals_an_uninterrupted_run(tmp_path, method, images):
     config = _config(tmp_path, method)
@@ -126,6 +127,7 @@ def _corrupt(path):
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.integration
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, images):
     config = _config(tmp_path, "standard")
     assert _run(config, tmp_path / "reference").returncode == 0

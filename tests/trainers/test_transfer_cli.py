@@ -42,6 +42,7 @@ def _cli(args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("method", ["lautum", "standard", "mi", "te", "lautum_te", "ctc", "mmd"])
 def test_cli_on_npz_data_writes_results_and_a_servable_export(tmp_path, method):
     config = _tiny_config(tmp_path, method=method)
@@ -151,6 +152,7 @@ def test_bad_inputs_are_refused_before_training(tmp_path, changes, match):
         prepare_data(config)
 
 
+@pytest.mark.integration
 def test_unreadable_image_files_are_skipped_and_reported_in_results(tmp_path):
     from PIL import Image
 
@@ -198,6 +200,7 @@ def test_readme_main_job_on_the_embedded_default(tmp_path):
     assert results["target_test_accuracy"] > 0.3
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("method", ["mi", "lautum_mi"])
 def test_mi_methods_complete_on_the_embedded_default(tmp_path, method):
     workdir = tmp_path / "run"
@@ -215,6 +218,7 @@ def test_mi_methods_complete_on_the_embedded_default(tmp_path, method):
     assert (workdir / "export" / "saved_model.pb").exists()
 
 
+@pytest.mark.integration
 def test_probe_every_logs_transferability_during_stage_1(tmp_path):
     config = _tiny_config(tmp_path, method="standard", pretrain_epochs=3)
     config_file = tmp_path / "config.json"

@@ -193,6 +193,7 @@ class _Killed(BaseException):
     """Stands for the process being killed mid-trial (Keras Tuner only catches `Exception`)."""
 
 
+@pytest.mark.integration
 def test_random_search_completes_on_a_validation_split_and_resumes_without_redoing_trials(tmp_path, monkeypatch):
     real = tune_pipeline._run_execution
     calls, kill = [], {"at": 2}
@@ -261,6 +262,7 @@ def test_random_search_completes_on_a_validation_split_and_resumes_without_redoi
     assert len(calls) == 4
 
 
+@pytest.mark.integration
 def test_bayesian_search_completes_and_fits_its_gaussian_process(tmp_path, monkeypatch):
     import sklearn.gaussian_process
 
@@ -277,6 +279,7 @@ def test_bayesian_search_completes_and_fits_its_gaussian_process(tmp_path, monke
     assert not (tmp_path / "bayes" / "trial_0" / "logs").exists()
 
 
+@pytest.mark.integration
 def test_failed_trials_are_recorded_and_reported_never_silent(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("Expected a working trial. Received: boom")
@@ -330,6 +333,7 @@ def _tune_then_transfer(tmp_path, method, tune_args, searched):
     return config, best
 
 
+@pytest.mark.integration
 def test_cli_tunes_and_tfinfo_transfer_reruns_the_best_config(tmp_path):
     # One trial, not the base's values: the best config must carry what the trial drew.
     config, best = _tune_then_transfer(
