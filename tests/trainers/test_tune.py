@@ -89,7 +89,7 @@ def test_validation_split_refuses_what_it_cannot_balance(y, fraction, match):
 
 
 def test_default_search_spaces_follow_the_method():
-    base = TransferConfig(pretrain_epochs=8, finetune_epochs=40)
+    base = TransferConfig(pretrain_epochs=8, finetune_epochs=40, te_epochs=None)  # TE searches finetune_epochs
     common = {"learning_rate", "finetune_learning_rate", "pretrain_epochs", "finetune_epochs"}
     expected = {
         "standard": set(),
