@@ -5,9 +5,12 @@ Each arm is `lautum` of `configs/compare_tuned.py` with one setting changed, on 
 the same splits and initializations) are the pairs:
 
   TFINFO_ABLATION=inference_proxy tfinfo-compare --config configs/compare_lautum_ablation.py \\
-      --workdir runs/ablation_inference_proxy
+      --workdir runs/ablation_inference_proxy --pair_with runs/compare_tuned
   TFINFO_ABLATION=pca64 tfinfo-compare --config configs/compare_lautum_ablation.py \\
-      --workdir runs/ablation_pca64
+      --workdir runs/ablation_pca64 --pair_with runs/compare_tuned
+
+`--pair_with` writes `paired_with.md`: the arm against the tuned `lautum` (the one-setting
+change) and against the tuned `standard` and `mi`, seed by seed.
 """
 
 import os

@@ -12,7 +12,9 @@ every label budget. A run that
 fails is recorded (`WORKDIR/runs/.../error.txt`) and the others go on; the exit code is
 then 1. Outputs: `table.csv` (one row per run), `table.md` (mean +/- std over seeds per
 method and budget, with the paper's number beside ours when the config names the
-paper's experiment) and `accuracy_vs_labeled.png`.
+paper's experiment) and `accuracy_vs_labeled.png`. With `--pair_with OTHER_WORKDIR`,
+every method is also paired seed by seed with every method of that earlier comparison
+(`paired_with.md`, `paired_with.json`), e.g. an ablation arm with the runs it ablates.
 """
 
 import csv
@@ -39,6 +41,10 @@ flags.DEFINE_list("labeled", None, "Override the config's label budgets (comma l
 flags.DEFINE_list("seeds", None, "Override the config's seeds (comma list).")
 flags.DEFINE_integer("pretrain_epochs", None, "Override stage-1 epochs of every run.")
 flags.DEFINE_integer("finetune_epochs", None, "Override stage-2 epochs of every run.")
+flags.DEFINE_string("pair_with", None,
+                    "Another compare workdir: every method here is paired, seed by seed, with every "
+                    "method there (e.g. an ablation arm with the runs it changes one setting of); "
+                    "writes paired_with.md and paired_with.json.")
 
 
 def load_compare_config(path):
@@ -205,6 +211,38 @@ def paired_differences(rows, compare):
     return out
 
 
+def read_table(workdir):
+    """The result rows of an earlier comparison, from its `table.csv`."""
+    path = os.path.join(workdir, "table.csv")
+    if not os.path.isfile(path):
+        raise ValueError(f"Expected --pair_with to be a compare workdir with a table.csv. Received: {workdir!r}")
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            row = {"method": r["method"], "labeled": int(r["labeled"]), "seed": int(r["seed"]), "status": r["status"]}
+            if r["status"] == "ok":
+                row["target_test_accuracy"] = float(r["target_test_accuracy"])
+                source = r.get("source_test_accuracy_after_pretrain")
+                row["source_test_accuracy_after_pretrain"] = float(source) if source else None
+            rows.append(row)
+    return rows
+
+
+def paired_across(rows, other_rows, compare, other_name):
+    """Every method of `rows` against every method of `other_rows`, seed by seed.
+
+    `other_rows` come from another workdir (`read_table`); their methods are named
+    `"<method> [<other_name>]"`, so that an arm's `lautum` and the `lautum` it ablates
+    stay apart. Same entries as `paired_differences`.
+    """
+    renamed = [{**r, "method": f"{r['method']} [{other_name}]"} for r in other_rows]
+    out = []
+    for baseline in dict.fromkeys(r["method"] for r in renamed):
+        pair = dataclasses.replace(compare, methods=tuple(compare.methods) + (baseline,), baseline=baseline)
+        out += paired_differences(rows + renamed, pair)
+    return out
+
+
 def paired_table(paired):
     """Markdown table of `paired_differences`."""
     lines = ["| method - baseline | labeled | pairs | mean diff (pts) | 95% CI (pts) | wins | t-test p | Wilcoxon p | source acc diff (pts) |",
@@ -284,13 +322,28 @@ def _plot(summary, compare, path):
     plt.close(fig)
 
 
-def compare_main(compare, workdir, log=print):
-    """Runs the comparison and writes the outputs; returns the number of failed runs."""
+def compare_main(compare, workdir, log=print, pair_with=None):
+    """Runs the comparison and writes the outputs; returns the number of failed runs.
+
+    `pair_with`: another compare workdir whose runs pair with these (`paired_across`),
+    read before any run so that a wrong path fails first.
+    """
     start = time.perf_counter()
+    other_rows = read_table(pair_with) if pair_with else None
     rows, failures = run_all(compare, workdir, log=log)
     summary = summarize(rows, compare)
     table = write_outputs(rows, summary, compare, workdir)
     log(table)
+    if other_rows is not None:
+        other_name = os.path.basename(os.path.normpath(pair_with))
+        paired = paired_across(rows, other_rows, compare, other_name)
+        text = f"Paired with the runs of {pair_with} (same seeds: same splits and initializations):\n\n"
+        text += paired_table(paired) + "\n"
+        with open(os.path.join(workdir, "paired_with.md"), "w") as f:
+            f.write(text)
+        with open(os.path.join(workdir, "paired_with.json"), "w") as f:
+            json.dump(paired, f, indent=1)
+        log(text)
     log(f"tfinfo-compare: {len(rows)} runs ({failures} failed) in {time.perf_counter() - start:.0f}s; "
         f"outputs in {workdir}")
     return failures
@@ -321,7 +374,7 @@ def main(argv):
         changes = {k: getattr(FLAGS, k) for k in ("pretrain_epochs", "finetune_epochs") if getattr(FLAGS, k) is not None}
         if changes:
             compare = dataclasses.replace(compare, base=compare.base.replace(**changes))
-        failures = compare_main(compare, FLAGS.workdir)
+        failures = compare_main(compare, FLAGS.workdir, pair_with=FLAGS.pair_with)
     except ValueError as error:
         print(f"tfinfo-compare: error: {error}", file=sys.stderr)
         return 2

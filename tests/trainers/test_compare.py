@@ -176,3 +176,43 @@ def test_paired_differences_pair_seeds_and_match_scipy():
     lo, hi = entry["ci95"]
     assert lo < np.mean(d) < hi
     assert paired_differences(rows, CompareConfig(base=None, methods=("lautum",), labeled=(50,), baseline="standard")) == []
+
+
+def test_pair_with_pairs_an_arm_with_another_workdirs_runs_seed_by_seed(tmp_path):
+    from scipy import stats
+
+    from trainers.compare import paired_across
+    from trainers.compare import read_table
+    from trainers.compare import summarize
+    from trainers.compare import write_outputs
+
+    tuned = {"standard": [0.70, 0.72, 0.65, 0.80, 0.75], "lautum": [0.71, 0.70, 0.66, 0.78, 0.77]}
+    arm = [0.74, 0.69, 0.70, 0.79]  # seed 4 of the arm failed: 4 pairs
+    other = CompareConfig(base=None, methods=("standard", "lautum"), labeled=(50,), seeds=tuple(range(5)))
+    other_rows = [{"method": m, "labeled": 50, "seed": s, "status": "ok", "target_test_accuracy": a,
+                   "source_test_accuracy_after_pretrain": 0.9 + 0.01 * s, "wall_time_s": 1.0}
+                  for m, accs in tuned.items() for s, a in enumerate(accs)]
+    write_outputs(other_rows, summarize(other_rows, other), other, str(tmp_path / "tuned"))
+    rows = [{"method": "lautum", "labeled": 50, "seed": s, "status": "ok", "target_test_accuracy": a,
+             "source_test_accuracy_after_pretrain": 0.95} for s, a in enumerate(arm)]
+    rows.append({"method": "lautum", "labeled": 50, "seed": 4, "status": "failed"})
+    compare = CompareConfig(base=None, methods=("lautum",), labeled=(50,), seeds=tuple(range(5)), baseline=None)
+
+    read = read_table(str(tmp_path / "tuned"))  # the csv round trip: numbers back as numbers
+    assert [r["target_test_accuracy"] for r in read] == pytest.approx([a for accs in tuned.values() for a in accs])
+    paired = paired_across(rows, read, compare, "tuned")
+    assert [e["baseline"] for e in paired] == ["standard [tuned]", "lautum [tuned]"]
+    for entry, base in zip(paired, (tuned["standard"], tuned["lautum"])):
+        d = np.subtract(arm, base[:4])
+        assert entry["method"] == "lautum" and entry["n"] == 4
+        assert entry["mean_diff"] == pytest.approx(d.mean())
+        assert entry["wins"] == int((d > 0).sum())
+        assert entry["t_test_p"] == pytest.approx(stats.ttest_rel(arm, base[:4]).pvalue)
+        assert entry["source_diff"] == pytest.approx(0.95 - np.mean([0.9 + 0.01 * s for s in range(4)]))
+
+
+def test_pair_with_a_missing_workdir_fails_before_any_run(tmp_path):
+    compare = CompareConfig(base=None, methods=("no_such_method",), labeled=(50,), seeds=(0,))
+    with pytest.raises(ValueError, match=r"Expected --pair_with to be a compare workdir with a table.csv\. Received: .*nowhere"):
+        compare_main(compare, str(tmp_path / "w"), pair_with=str(tmp_path / "nowhere"))
+    assert not (tmp_path / "w").exists()
