@@ -138,7 +138,7 @@ def stage1_key(config):
     return f"{method.stage1}_s{config.seed}_{digest}"
 
 
-def _reseed_stage2(classifier, seed):
+def reseed_stage2(classifier, seed):
     """Puts every random state stage 2 reads where it would be after a fresh start, so
     stage 2 is the same whether stage 1 ran in this process or was loaded."""
     keras.utils.set_random_seed(seed)
@@ -312,7 +312,7 @@ def _train(method, config, data, workdir, stage1_cache):
         }
         _save_stage1(classifier, folder, stage1)
     pretrain_history, pretrain_s, source_acc = stage1["history"], stage1["pretrain_s"], stage1["source_test_accuracy"]
-    _reseed_stage2(classifier, config.seed + 1)
+    reseed_stage2(classifier, config.seed + 1)
     start = time.perf_counter()
     runner = Runner(workdir, "stage2", verbose=config.verbose, nonfinite_policy=config.nonfinite_policy)
     finetune_history = method.finetune(classifier, data, config, runner=runner)

@@ -470,7 +470,7 @@ def _run_execution(method, data, x_val, y_val, config, logdir=None, hparams=None
     import keras
     import keras_tuner
 
-    from trainers.pipeline import _reseed_stage2
+    from trainers.pipeline import reseed_stage2
     from trainers.pipeline import config_classifier
 
     keras.backend.clear_session()
@@ -485,7 +485,7 @@ def _run_execution(method, data, x_val, y_val, config, logdir=None, hparams=None
     start = time.perf_counter()
     pretrain_history = method.pretrain(classifier, data, config, callbacks=tensorboard("pretrain"))
     pretrain_s = time.perf_counter() - start
-    _reseed_stage2(classifier, config.seed + 1)
+    reseed_stage2(classifier, config.seed + 1)
     start = time.perf_counter()
     finetune_history = method.finetune(classifier, data, config, callbacks=tensorboard("finetune"))
     finetune_s = time.perf_counter() - start

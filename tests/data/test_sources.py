@@ -12,7 +12,7 @@ from tfinfo.data import load_npz
 from tfinfo.data import load_spec
 from tfinfo.data import validate_images
 from tfinfo.data import validate_labels
-from tfinfo.data.sources import check_seed
+from tfinfo.data.image_splits import check_seed
 from tfinfo.data.sources import load_image_dir
 
 

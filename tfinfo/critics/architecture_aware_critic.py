@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfinfo.critics.concat_critic import ConcatCritic
-from tfinfo.critics.concat_critic import _flatten
+from tfinfo.critics.concat_critic import flatten_features
 
 
 def _non_input_layers(network):
@@ -292,13 +292,13 @@ class ArchitectureAwareCritic(keras.layers.Layer):
             target = [int(d) for d in self._network_input_shape[1:]]
             if x.shape.rank != len(target) + 1:
                 x = tf.reshape(x, [-1, *target])
-        return _flatten(self.feature_network(x, training=False))
+        return flatten_features(self.feature_network(x, training=False))
 
     def _normalized(self, x, z):
         if not self.built:
             self.build((tuple(x.shape), tuple(z.shape)))
         features = self.features(x)
-        z = _flatten(z)
+        z = flatten_features(z)
         mean = tf.cast(self.feature_mean, self.compute_dtype)
         std = tf.cast(self.feature_std, self.compute_dtype)
         features = (tf.cast(features, self.compute_dtype) - mean) / std

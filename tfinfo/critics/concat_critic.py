@@ -13,7 +13,8 @@ CRITIC_PRESETS = {
 }
 
 
-def _flatten(t):
+def flatten_features(t):
+    """`(batch, ...)` -> `(batch, prod(...))`, cast to float32 unless float32/float64."""
     t = tf.convert_to_tensor(t)
     if t.dtype != tf.float32 and t.dtype != tf.float64:
         t = tf.cast(t, tf.float32)
@@ -105,7 +106,7 @@ class ConcatCritic(keras.layers.Layer):
     def call(self, inputs):
         x, z = inputs
         joint = tf.concat(
-            [tf.cast(_flatten(x), self.compute_dtype), tf.cast(_flatten(z), self.compute_dtype)], axis=-1
+            [tf.cast(flatten_features(x), self.compute_dtype), tf.cast(flatten_features(z), self.compute_dtype)], axis=-1
         )
         return self._head(self.hidden_layers[0](joint))
 
@@ -113,8 +114,8 @@ class ConcatCritic(keras.layers.Layer):
         """All-pairs scores `(N, M)`: entry `[i, j]` is `T(x_i, z_j)`."""
         if not self.built:
             self.build((tuple(x.shape), tuple(z.shape)))
-        x = tf.cast(_flatten(x), self.compute_dtype)
-        z = tf.cast(_flatten(z), self.compute_dtype)
+        x = tf.cast(flatten_features(x), self.compute_dtype)
+        z = tf.cast(flatten_features(z), self.compute_dtype)
         first = self.hidden_layers[0]
         kernel = tf.cast(first.kernel, self.compute_dtype)
         bias = tf.cast(first.bias, self.compute_dtype)

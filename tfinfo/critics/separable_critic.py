@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from tfinfo.critics.concat_critic import _flatten
+from tfinfo.critics.concat_critic import flatten_features
 
 
 def _mlp(hidden_units, embedding_dim, activation, name):
@@ -63,7 +63,7 @@ class SeparableCritic(keras.layers.Layer):
                 width = layer.units
 
     def _encode(self, layers, t):
-        t = tf.cast(_flatten(t), self.compute_dtype)
+        t = tf.cast(flatten_features(t), self.compute_dtype)
         for layer in layers:
             t = layer(t)
         return t

@@ -1,12 +1,12 @@
 """tf.data pipelines and data sources: TFDS, image folders, .npz, the embedded default."""
 
 from tfinfo.data.embedded import load_embedded
-from tfinfo.data.sources import ImageSplits
+from tfinfo.data.image_splits import ImageSplits
+from tfinfo.data.image_splits import validate_images
+from tfinfo.data.image_splits import validate_labels
+from tfinfo.data.indexed import indexed_dataset
 from tfinfo.data.sources import load_npz
 from tfinfo.data.sources import load_spec
-from tfinfo.data.sources import validate_images
-from tfinfo.data.indexed import indexed_dataset
-from tfinfo.data.sources import validate_labels
 from tfinfo.data.splits import check_compatible
 from tfinfo.data.splits import harmonize
 from tfinfo.data.splits import labeled_dataset

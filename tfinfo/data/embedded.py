@@ -16,7 +16,9 @@ import os
 
 import numpy as np
 
-from tfinfo.data.sources import ImageSplits, _stratified_indices, check_seed
+from tfinfo.data.image_splits import ImageSplits
+from tfinfo.data.image_splits import check_seed
+from tfinfo.data.image_splits import stratified_indices
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +122,7 @@ def _render(glyph, image_size: int, rng: np.random.Generator) -> np.ndarray:
 def _generate_digits(*, seed: int, image_size: int, test_fraction: float):
     """Returns `(x_train, y_train, x_test, y_test)` of the embedded digits."""
     x, y = _digits(image_size)
-    train, test = _stratified_indices(y, test_fraction, [seed, 0])
+    train, test = stratified_indices(y, test_fraction, [seed, 0])
     return x[train], y[train], x[test], y[test]
 
 
@@ -137,7 +139,7 @@ def _generate_letters(*, seed: int, image_size: int, letters_per_class: int,
     x = np.empty((n, image_size, image_size, 1), np.uint8)
     for i, (label, font_id) in enumerate(zip(y, font_ids.reshape(-1))):
         x[i, ..., 0] = _render(fonts[font_id][1][label], image_size, rng)
-    train, test = _stratified_indices(y, test_fraction, [seed, 2])
+    train, test = stratified_indices(y, test_fraction, [seed, 2])
     return x[train], y[train], x[test], y[test]
 
 

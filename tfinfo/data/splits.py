@@ -9,9 +9,9 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from tfinfo.data.sources import ImageSplits
-from tfinfo.data.sources import check_seed
-from tfinfo.data.sources import validate_labels
+from tfinfo.data.image_splits import ImageSplits
+from tfinfo.data.image_splits import check_seed
+from tfinfo.data.image_splits import validate_labels
 
 logger = logging.getLogger(__name__)
 

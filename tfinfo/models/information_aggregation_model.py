@@ -9,47 +9,15 @@ from tfinfo.layers.measurement_noise import portable_randint
 from tfinfo.models.classifier_wrapper import ClassifierWrapper
 from tfinfo.models.classifier_wrapper import OptimizerBuiltAtCompileMixin
 from tfinfo.models.classifier_wrapper import features_and_logits_model
-
-
-def _check_number(name, value, low, high=None, low_inclusive=True, high_inclusive=True):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"Expected `{name}` to be a number. Received: {name}={value!r}")
-    too_low = value < low if low_inclusive else value <= low
-    too_high = high is not None and (value > high if high_inclusive else value >= high)
-    if too_low or too_high:
-        lo = "[" if low_inclusive else "("
-        hi = "inf)" if high is None else (f"{high}]" if high_inclusive else f"{high})")
-        raise ValueError(f"Expected `{name}` in {lo}{low}, {hi}. Received: {name}={value!r}")
-    return float(value)
-
-
-def _check_count(name, value, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        extra = " or None" if allow_none else ""
-        raise ValueError(f"Expected `{name}` to be an integer >= 1{extra}. Received: {name}={value!r}")
-    return int(value)
+from tfinfo.models.model_arguments import batch_images
+from tfinfo.models.model_arguments import check_integer
+from tfinfo.models.model_arguments import check_number
+from tfinfo.models.model_arguments import global_batch
 
 
 def _model_inputs(model):
     """The symbolic input of a single-input model (not a one-element list), else the list."""
     return model.inputs[0] if len(model.inputs) == 1 else model.inputs
-
-
-def _images(x):
-    """The images of an `(x, index)` pair, or `x` itself."""
-    return x[0] if isinstance(x, (tuple, list)) else x
-
-
-def _global_batch(*tensors):
-    """The tensors of the global batch (all-gathered along axis 0 across replicas, in
-    replica order; gradients flow back to each replica's rows), or the tensors as they
-    are outside a replica context with several replicas."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync < 2:
-        return tensors
-    return tuple(context.all_gather(t, axis=0) for t in tensors)
 
 
 @keras.saving.register_keras_serializable(package="tfinfo")
@@ -144,12 +112,12 @@ class InformationAggregationModel(OptimizerBuiltAtCompileMixin, ClassifierWrappe
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_examples = _check_count("num_examples", num_examples)
-        self.alpha = _check_number("alpha", alpha, 0.0)
-        self.temperature = _check_number("temperature", temperature, 0.0, low_inclusive=False)
-        self.num_negatives = _check_count("num_negatives", num_negatives, allow_none=True)
-        self.memory_momentum = _check_number("memory_momentum", memory_momentum, 0.0, 1.0, high_inclusive=False)
-        self.embedding_dim = _check_count("embedding_dim", embedding_dim, allow_none=True)
+        self.num_examples = check_integer("num_examples", num_examples)
+        self.alpha = check_number("alpha", alpha, 0.0)
+        self.temperature = check_number("temperature", temperature, 0.0, low_inclusive=False)
+        self.num_negatives = check_integer("num_negatives", num_negatives, allow_none=True)
+        self.memory_momentum = check_number("memory_momentum", memory_momentum, 0.0, 1.0, high_inclusive=False)
+        self.embedding_dim = check_integer("embedding_dim", embedding_dim, allow_none=True)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise ValueError(f"Expected `seed` to be an integer or None. Received: seed={seed!r}")
         self.seed = None if seed is None else int(seed)
@@ -287,7 +255,7 @@ class InformationAggregationModel(OptimizerBuiltAtCompileMixin, ClassifierWrappe
         variables = self._trained_variables()
         with tf.GradientTape() as tape:
             features, logits = self._features_and_logits(x, training=True)
-            t, all_indices = _global_batch(self.project(features), indices)
+            t, all_indices = global_batch(self.project(features), indices)
             ce = tf.cast(self.cross_entropy(y, logits), tf.float32)
             if not ce_is_scaled:
                 ce = ce / replicas
@@ -307,7 +275,7 @@ class InformationAggregationModel(OptimizerBuiltAtCompileMixin, ClassifierWrappe
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):
-        return super().test_step((_images(data[0]), data[1]))
+        return super().test_step((batch_images(data[0]), data[1]))
 
     # -- stage 2 and saving -----------------------------------------------------------
     def build_information_bank(self, name="information_bank"):

@@ -7,9 +7,9 @@ from tfinfo.models.classifier_wrapper import ClassifierWrapper
 from tfinfo.models.classifier_wrapper import OptimizerBuiltAtCompileMixin
 from tfinfo.models.classifier_wrapper import features_and_logits_model
 from tfinfo.models.information_aggregation_model import InformationAggregationModel
-from tfinfo.models.information_aggregation_model import _check_number
-from tfinfo.models.information_aggregation_model import _global_batch
-from tfinfo.models.information_aggregation_model import _images
+from tfinfo.models.model_arguments import batch_images
+from tfinfo.models.model_arguments import check_number
+from tfinfo.models.model_arguments import global_batch
 
 
 def _copy_layer(layer, input_shape):
@@ -107,8 +107,8 @@ class InformationRevitalizationModel(OptimizerBuiltAtCompileMixin, ClassifierWra
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.beta = _check_number("beta", beta, 0.0)
-        self.temperature = _check_number("temperature", temperature, 0.0, low_inclusive=False)
+        self.beta = check_number("beta", beta, 0.0)
+        self.temperature = check_number("temperature", temperature, 0.0, low_inclusive=False)
         self.feature_layer = feature_layer
         self._features_and_logits = features_and_logits_model(classifier, feature_layer)
         self.classifier = classifier
@@ -204,7 +204,7 @@ class InformationRevitalizationModel(OptimizerBuiltAtCompileMixin, ClassifierWra
     _trained_variables = InformationAggregationModel._trained_variables
 
     def train_step(self, data):
-        x, y = _images(data[0]), data[1]
+        x, y = batch_images(data[0]), data[1]
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         # A compiled loss is already divided by the number of replicas (Keras); the plain CE is not.
         ce_is_scaled = getattr(self, "loss", None) is not None
@@ -212,7 +212,7 @@ class InformationRevitalizationModel(OptimizerBuiltAtCompileMixin, ClassifierWra
         variables = self._trained_variables()
         with tf.GradientTape() as tape:
             features, logits = self._features_and_logits(x, training=True)
-            t_2, t_1_all = _global_batch(self.project(features), t_1_hat)
+            t_2, t_1_all = global_batch(self.project(features), t_1_hat)
             ce = tf.cast(self.cross_entropy(y, logits), tf.float32)
             if not ce_is_scaled:
                 ce = ce / replicas
@@ -229,7 +229,7 @@ class InformationRevitalizationModel(OptimizerBuiltAtCompileMixin, ClassifierWra
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):
-        return super().test_step((_images(data[0]), data[1]))
+        return super().test_step((batch_images(data[0]), data[1]))
 
     def get_config(self):
         config = {

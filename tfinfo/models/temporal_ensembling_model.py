@@ -1,31 +1,16 @@
 """Post-transfer Temporal Ensembling: `CE(labeled) + w(t) * MSE(softmax f(x), z_tilde[index])`."""
 
 import math
-import numbers
 import warnings
 
 import keras
 import tensorflow as tf
 
 from tfinfo.models.classifier_wrapper import ClassifierWrapper
+from tfinfo.models.model_arguments import check_integer
+from tfinfo.models.model_arguments import check_number
 
 CE_NORMALIZATIONS = ("labeled", "batch")
-
-
-def _check_integer(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"Expected `{name}` to be an integer >= {low}. Received: {name}={value!r}")
-    return int(value)
-
-
-def _check_number(name, value, low, high=None, high_inclusive=True):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value >= low
-    if ok and high is not None:
-        ok = value <= high if high_inclusive else value < high
-    if not ok:
-        bound = f"in [{low}, {high}{']' if high_inclusive else ')'}" if high is not None else f">= {low}"
-        raise ValueError(f"Expected `{name}` to be a number {bound}. Received: {name}={value!r}")
-    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="tfinfo")
@@ -127,15 +112,15 @@ class TemporalEnsemblingModel(ClassifierWrapper):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        num_examples = _check_integer("num_examples", num_examples, 1)
-        num_labeled = _check_integer("num_labeled", num_labeled, 1)
+        num_examples = check_integer("num_examples", num_examples, 1)
+        num_labeled = check_integer("num_labeled", num_labeled, 1)
         if num_labeled > num_examples:
             raise ValueError(
                 f"Expected `num_labeled` <= `num_examples` ({num_examples}). Received: num_labeled={num_labeled}"
             )
-        ensemble_momentum = _check_number("ensemble_momentum", ensemble_momentum, 0.0, 1.0, high_inclusive=False)
-        max_unsupervised_weight = _check_number("max_unsupervised_weight", max_unsupervised_weight, 0.0)
-        rampup_epochs = _check_integer("rampup_epochs", rampup_epochs, 0)
+        ensemble_momentum = check_number("ensemble_momentum", ensemble_momentum, 0.0, 1.0, high_inclusive=False)
+        max_unsupervised_weight = check_number("max_unsupervised_weight", max_unsupervised_weight, 0.0)
+        rampup_epochs = check_integer("rampup_epochs", rampup_epochs, 0)
         if ce_normalization not in CE_NORMALIZATIONS:
             raise ValueError(
                 f"Expected `ce_normalization` to be one of {CE_NORMALIZATIONS}. "
@@ -215,7 +200,7 @@ class TemporalEnsemblingModel(ClassifierWrapper):
         """`w(epoch)` for a 0-based epoch: 0 in epoch 0, then the Gaussian ramp-up
         `exp(-5 (1 - epoch / rampup_epochs)^2)` times `max_unsupervised_weight *
         num_labeled / num_examples`, reached in full at `rampup_epochs`."""
-        epoch = _check_integer("epoch", epoch, 0)
+        epoch = check_integer("epoch", epoch, 0)
         if epoch == 0:
             return 0.0
         scaled_max = self.max_unsupervised_weight * self.num_labeled / self.num_examples
