@@ -336,6 +336,12 @@ def test_stage_2_bad_arguments_name_themselves():
         InformationRevitalizationModel(classifier, stage_1, beta=-1.0)
     with pytest.raises(ValueError, match="temperature"):
         InformationRevitalizationModel(classifier, stage_1, temperature=0.0)
+    # NaN compares false with every bound, so a range check alone would let it through.
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"Expected `beta` to be a finite number in \[0.0, inf\)\. Received: beta="):
+            InformationRevitalizationModel(classifier, stage_1, beta=bad)
+        with pytest.raises(ValueError, match=r"Expected `alpha` to be a finite number"):
+            InformationAggregationModel(classifier, num_examples=10, alpha=bad)
     with pytest.raises(ValueError, match="information_bank"):
         InformationRevitalizationModel(classifier, information_bank="stage_1")
     with pytest.raises(ValueError, match="projection_head"):
