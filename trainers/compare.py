@@ -40,7 +40,8 @@ flags.DEFINE_list("methods", None, "Override the config's methods (comma list)."
 flags.DEFINE_list("labeled", None, "Override the config's label budgets (comma list).")
 flags.DEFINE_list("seeds", None, "Override the config's seeds (comma list).")
 flags.DEFINE_integer("pretrain_epochs", None, "Override stage-1 epochs of every run.")
-flags.DEFINE_integer("finetune_epochs", None, "Override stage-2 epochs of every run.")
+flags.DEFINE_integer("finetune_epochs", None, "Override stage-2 epochs of every run (the TE methods: --te_epochs).")
+flags.DEFINE_integer("te_epochs", None, "Override stage-2 epochs of the TE methods' runs.")
 flags.DEFINE_string("pair_with", None,
                     "Another compare workdir: every method here is paired, seed by seed, with every "
                     "method there (e.g. an ablation arm with the runs it changes one setting of); "
@@ -371,7 +372,7 @@ def main(argv):
                     compare = dataclasses.replace(compare, **{name: tuple(int(v) for v in values)})
                 except ValueError:
                     raise ValueError(f"Expected --{name} to be integers. Received: {values}") from None
-        changes = {k: getattr(FLAGS, k) for k in ("pretrain_epochs", "finetune_epochs") if getattr(FLAGS, k) is not None}
+        changes = {k: getattr(FLAGS, k) for k in ("pretrain_epochs", "finetune_epochs", "te_epochs") if getattr(FLAGS, k) is not None}
         if changes:
             compare = dataclasses.replace(compare, base=compare.base.replace(**changes))
         failures = compare_main(compare, FLAGS.workdir, pair_with=FLAGS.pair_with)

@@ -8,7 +8,7 @@ import numbers
 import os
 import typing
 
-# Smallest value of each integer field (`None` is allowed where the field's default is None).
+# Smallest value of each integer field (`None` is allowed where the field is annotated `... | None`).
 _INT_MINIMUM = {
     "labeled": 1, "seed": 0, "num_classes": 1, "image_size": 1, "channels": 1, "batch_size": 1,
     "pretrain_epochs": 0, "finetune_epochs": 0, "refresh_every": 1, "projection_dim": 1,
@@ -51,13 +51,14 @@ class TransferConfig:
         channels: channels inside the network (3 in the paper).
         dropout: dropout rate of the CNN (0.5 in the paper; 0.2 here: the embedded
             default's 1,438 source images are far fewer than MNIST's 60,000).
-        noise_stddev: input Gaussian noise of the CNN (0.15 in the paper).
+        noise_stddev: input Gaussian noise of the CNN (0.15 in the paper; 0.05 here).
         batch_size: mini-batch size of both stages (50 for MNIST, 100 for CIFAR).
         pretrain_epochs: epochs of stage 1 on the source set (16: the embedded default's
             stage 1 converges; see `configs/embedded.py`).
         finetune_epochs: epochs of stage 2 on the labeled target images. `results.json`
             says whether stage 2 converged (`stage2.converged`: the classifier fits its
             labeled images, >= 99% in inference mode) and the run warns when it did not.
+            The TE methods read `te_epochs` instead when it is set.
         learning_rate: Adam learning rate of stage 1.
         finetune_learning_rate: Adam learning rate of stage 2.
         lautum_weight: lambda of `CE - lambda * L`, in true nats (paper's lambda / 2).

@@ -84,6 +84,10 @@ class Method:
     name = None
     stage1 = "standard"
 
+    def finetune_epochs_field(self, config):
+        """The config field that sets the number of stage-2 epochs (named in warnings)."""
+        return "finetune_epochs"
+
     def pretrain(self, classifier, data, config, callbacks=(), runner=None):
         classifier.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss(), metrics=["accuracy"]
@@ -246,6 +250,9 @@ class LautumMutualInformation(MutualInformation):
 class _TemporalEnsemblingFinetune:
     """Stage 2 by Temporal Ensembling on the labeled + unlabeled target images."""
 
+    def finetune_epochs_field(self, config):
+        return "finetune_epochs" if config.te_epochs is None else "te_epochs"
+
     def finetune(self, classifier, data, config, callbacks=(), runner=None):
         x_unlabeled = data.x_unlabeled
         if config.te_unlabeled is not None and config.te_unlabeled < len(x_unlabeled):
@@ -265,7 +272,7 @@ class _TemporalEnsemblingFinetune:
             rampup_epochs=config.te_rampup_epochs,
         )
         model.compile(optimizer=keras.optimizers.Adam(config.finetune_learning_rate), loss=_loss())
-        epochs = config.te_epochs if config.te_epochs is not None else config.finetune_epochs
+        epochs = getattr(config, self.finetune_epochs_field(config))
         return _runner(runner, callbacks, config).fit(
             model, train, epochs, callbacks=[TemporalEnsemblingUpdate()], name="temporal_ensembling"
         )

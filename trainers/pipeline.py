@@ -109,12 +109,13 @@ def stage2_convergence(classifier, data, config, history):
     }
     if not facts["converged"]:
         loss = facts["final_train_loss"]
+        field = get_method(config.method).finetune_epochs_field(config)
         log.warning(
             "tfinfo: stage 2 did not converge: the classifier fits %.1f%% of its %d labeled images "
             "(inference mode; converged means >= %.0f%%), final training loss %s after %d epochs. "
-            "Raise --finetune_epochs (now %d) or the finetune_learning_rate (now %g).",
+            "Raise --%s (now %d) or the finetune_learning_rate (now %g).",
             100 * labeled_accuracy, len(data.y_labeled), 100 * CONVERGED_ACCURACY,
-            "n/a" if loss is None else f"{loss:.3f}", facts["epochs"], config.finetune_epochs,
+            "n/a" if loss is None else f"{loss:.3f}", facts["epochs"], field, getattr(config, field),
             config.finetune_learning_rate,
         )
     return facts

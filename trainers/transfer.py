@@ -25,7 +25,8 @@ flags.DEFINE_string("source", None, "Source data spec: embedded | npz:PATH | dir
 flags.DEFINE_string("target", None, "Target data spec (same forms as --source).")
 flags.DEFINE_string("config", None, "Config file: .py with get_config() or .json of fields.")
 flags.DEFINE_integer("pretrain_epochs", None, "Epochs of stage 1.")
-flags.DEFINE_integer("finetune_epochs", None, "Epochs of stage 2.")
+flags.DEFINE_integer("finetune_epochs", None, "Epochs of stage 2 (the TE methods read --te_epochs when it is set).")
+flags.DEFINE_integer("te_epochs", None, "Stage-2 epochs of the TE methods (te, lautum_te), over labeled + unlabeled images.")
 flags.DEFINE_integer("batch_size", None, "Mini-batch size of both stages.")
 flags.DEFINE_float("lautum_weight", None, "lambda of CE - lambda * L (true nats).")
 flags.DEFINE_string("lautum_mode", None, "fast (default: exact value and gradient by rank-n updates) | exact (eigh every step).")
@@ -48,7 +49,7 @@ flags.DEFINE_bool("deterministic", False, "Op determinism: identical reruns, res
 
 _OVERRIDES = (
     "method", "labeled", "seed", "source", "target", "pretrain_epochs", "finetune_epochs",
-    "batch_size", "lautum_weight", "lautum_mode", "lautum_precision", "lautum_proxy", "architecture", "verbose",
+    "te_epochs", "batch_size", "lautum_weight", "lautum_mode", "lautum_precision", "lautum_proxy", "architecture", "verbose",
     "mi_weight", "mi_estimator", "critic_steps", "critic_schedule", "probe_every", "nonfinite_policy",
 )
 

@@ -37,6 +37,7 @@ flags.DEFINE_integer("labeled", None, "Number of labeled target training images 
 flags.DEFINE_integer("seed", None, "Seed of the data, the validation split, the trials and the tuner.")
 flags.DEFINE_integer("pretrain_epochs", None, "Base stage-1 epochs (the default space searches half to twice).")
 flags.DEFINE_integer("finetune_epochs", None, "Base stage-2 epochs (the default space searches half to twice).")
+flags.DEFINE_integer("te_epochs", None, "Base stage-2 epochs of the TE methods (searched like --finetune_epochs).")
 flags.DEFINE_integer("verbose", None, "Keras verbosity of the fits (0, 1 or 2); 1 or more also shows Keras "
                                       "Tuner's trial tables.")
 flags.DEFINE_string("directory", "runs/tune", "Search folder (Keras Tuner project, tune_results.json, "
@@ -53,7 +54,8 @@ flags.DEFINE_boolean("base_first", True, "The first trial evaluates the base con
 flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard logs under DIRECTORY/trial_*/logs.")
 flags.DEFINE_boolean("overwrite", False, "Delete an earlier search in --directory instead of resuming it.")
 
-_OVERRIDES = ("method", "labeled", "seed", "source", "target", "pretrain_epochs", "finetune_epochs", "verbose")
+_OVERRIDES = ("method", "labeled", "seed", "source", "target", "pretrain_epochs", "finetune_epochs", "te_epochs",
+              "verbose")
 
 
 def build_config():

@@ -45,11 +45,11 @@ def test_the_paper_configs_write_out_the_paper_settings():
         assert (config.te_rampup_epochs, config.te_epochs, config.te_unlabeled) == (80, None, None)
 
 
-def _identity_classifier(sign):
+def _identity_classifier():
     import keras
 
     classifier = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, use_bias=False)])
-    classifier.layers[-1].kernel.assign(sign * np.eye(4, dtype=np.float32))
+    classifier.layers[-1].kernel.assign(np.eye(4, dtype=np.float32))
     return classifier
 
 
@@ -65,7 +65,7 @@ def test_stage2_convergence_is_fitting_the_labeled_images(caplog, wrong, converg
     config = TransferConfig(finetune_epochs=7, finetune_learning_rate=3e-4)
     history = {"loss": [2.0, 0.31], "accuracy": [0.2, 0.97], "note": "not a curve"}
     with caplog.at_level(logging.WARNING, logger="tfinfo"):
-        facts = stage2_convergence(_identity_classifier(1.0), data, config, history)
+        facts = stage2_convergence(_identity_classifier(), data, config, history)
     assert facts["labeled_accuracy"] == pytest.approx(1.0 - wrong / 100)
     assert facts["converged"] is converged
     assert (facts["final_train_loss"], facts["final_train_accuracy"], facts["epochs"]) == (0.31, 0.97, 2)
@@ -76,3 +76,33 @@ def test_stage2_convergence_is_fitting_the_labeled_images(caplog, wrong, converg
         (message,) = warned
         assert f"fits {100 - wrong:.1f}% of its 100 labeled images" in message
         assert "--finetune_epochs (now 7)" in message and "0.0003" in message
+
+
+@pytest.mark.parametrize("method, te_epochs, named", [
+    ("te", 9, "--te_epochs (now 9)"), ("lautum_te", 9, "--te_epochs (now 9)"),
+    ("te", None, "--finetune_epochs (now 7)"), ("standard", 9, "--finetune_epochs (now 7)")])
+def test_the_warning_names_the_epochs_field_the_method_reads(caplog, method, te_epochs, named):
+    from trainers.pipeline import stage2_convergence
+
+    y = np.arange(8) % 4
+    data = types.SimpleNamespace(x_labeled=np.eye(4, dtype=np.float32)[y], y_labeled=(y + 1) % 4)  # none fitted
+    config = TransferConfig(method=method, finetune_epochs=7, te_epochs=te_epochs)
+    with caplog.at_level(logging.WARNING, logger="tfinfo"):
+        assert stage2_convergence(_identity_classifier(), data, config, {})["converged"] is False
+    (message,) = [r.getMessage() for r in caplog.records if "stage 2 did not converge" in r.getMessage()]
+    assert named in message
+
+
+@pytest.mark.parametrize("cli, build", [
+    ("trainers.transfer", "module.build_config().te_epochs"),
+    ("trainers.tune", "module.build_config().te_epochs"),
+    ("trainers.compare", "flags.FLAGS.te_epochs")])
+def test_te_epochs_is_a_flag_of_transfer_tune_and_compare(cli, build):
+    import subprocess
+    import sys
+
+    code = (f"import importlib; from absl import flags; module = importlib.import_module({cli!r}); "
+            f"flags.FLAGS(['x', '--te_epochs', '5']); print({build})")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "5"
