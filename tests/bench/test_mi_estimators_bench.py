@@ -73,7 +73,6 @@ def test_tiny_run_prints_one_json_object_and_infonce_stays_under_log_batch():
     assert report["checks"]["smile_tau5_within_15pct_up_to_6_nats"] is None
 
 
-@pytest.mark.integration
 def test_nonfinite_steps_are_reported_as_null_with_a_count():
     bench = _module()
     values = np.linspace(1.0, 2.0, 100)
