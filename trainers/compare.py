@@ -141,6 +141,7 @@ def run_all(compare, workdir, log=print):
                     "wall_time_s": round(sum(results["wall_time_s"].values()), 1),
                     "stage1_reused": bool(results.get("stage1", {}).get("reused", False)),
                     "stage2_converged": results.get("stage2", {}).get("converged"),
+                    "config": results.get("config"),
                 })
     order = {m: i for i, m in enumerate(compare.methods)}
     rows.sort(key=lambda r: (order[r["method"]], int(r["labeled"]), int(r["seed"])))
@@ -222,11 +223,39 @@ def read_table(workdir):
         for r in csv.DictReader(f):
             row = {"method": r["method"], "labeled": int(r["labeled"]), "seed": int(r["seed"]), "status": r["status"]}
             if r["status"] == "ok":
-                row["target_test_accuracy"] = float(r["target_test_accuracy"])
-                source = r.get("source_test_accuracy_after_pretrain")
-                row["source_test_accuracy_after_pretrain"] = float(source) if source else None
+                try:
+                    row["target_test_accuracy"] = float(r["target_test_accuracy"])
+                    source = r.get("source_test_accuracy_after_pretrain")
+                    row["source_test_accuracy_after_pretrain"] = float(source) if source else None
+                except ValueError:
+                    raise ValueError(f"Expected numbers in the accuracy columns of {path}. Received: {r}") from None
+                results = os.path.join(workdir, "runs", run_name(row["method"], row["labeled"], row["seed"]), "results.json")
+                if os.path.isfile(results):
+                    with open(results) as g:
+                        row["config"] = json.load(g).get("config")
             rows.append(row)
     return rows
+
+
+# Fields that define what a run is compared on: two runs paired seed by seed must agree
+# on them (an ablation arm changes something else, e.g. a regularizer setting).
+PAIRED_FIELDS = ("source", "target", "labeled", "seed", "num_classes", "architecture", "image_size", "channels")
+
+
+def _check_pairable(rows, other_rows, other_name):
+    """Refuses pairs of runs that differ in a `PAIRED_FIELDS` field (other data or network)."""
+    theirs = {(r["labeled"], r["seed"]): r.get("config") for r in other_rows if r.get("config")}
+    for row in rows:
+        mine, other = row.get("config"), theirs.get((int(row["labeled"]), int(row["seed"])))
+        if not mine or not other:
+            continue
+        differing = {k: (mine.get(k), other.get(k)) for k in PAIRED_FIELDS if mine.get(k) != other.get(k)}
+        if differing:
+            name = run_name(row["method"], row["labeled"], row["seed"])
+            raise ValueError(
+                f"Expected --pair_with runs on the same data and network as this comparison's "
+                f"({', '.join(PAIRED_FIELDS)}). Received: {name} differs from its pair in {other_name} in "
+                + ", ".join(f"{k} ({a!r} here, {b!r} there)" for k, (a, b) in differing.items()))
 
 
 def paired_across(rows, other_rows, compare, other_name):
@@ -234,8 +263,10 @@ def paired_across(rows, other_rows, compare, other_name):
 
     `other_rows` come from another workdir (`read_table`); their methods are named
     `"<method> [<other_name>]"`, so that an arm's `lautum` and the `lautum` it ablates
-    stay apart. Same entries as `paired_differences`.
+    stay apart. Same entries as `paired_differences`. Runs that differ in a
+    `PAIRED_FIELDS` field (their `config`, when the rows carry it) are refused.
     """
+    _check_pairable(rows, other_rows, other_name)
     renamed = [{**r, "method": f"{r['method']} [{other_name}]"} for r in other_rows]
     out = []
     for baseline in dict.fromkeys(r["method"] for r in renamed):
@@ -284,7 +315,10 @@ def write_outputs(rows, summary, compare, workdir):
         lines.append(line)
     unconverged = [f"{r['method']}_l{r['labeled']}_s{r['seed']}" for r in rows if r.get("stage2_converged") is False]
     if unconverged:
-        lines += ["", f"Stage 2 did not converge (labeled images fitted < 99%) in {len(unconverged)} runs: "
+        from trainers.pipeline import CONVERGED_ACCURACY
+
+        lines += ["", f"Stage 2 did not converge (labeled images fitted < {100 * CONVERGED_ACCURACY:.0f}%) "
+                  f"in {len(unconverged)} runs: "
                   + ", ".join(unconverged) + "."]
     paired = paired_differences(rows, compare)
     if paired:

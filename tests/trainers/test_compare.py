@@ -103,7 +103,10 @@ def test_every_config_file_loads_and_names_registered_methods(monkeypatch):
                 compare = load_compare_config(path)
                 assert compare.methods == ("lautum",) and compare.base == tuned.base
                 overrides = compare.method_overrides["lautum"]
-                assert {k: overrides[k] for k in change} == change
+                # The tuned Lautum run with exactly one setting changed, on seeds 0-4.
+                assert overrides == {**tuned.method_overrides["lautum"], **change} and compare.seeds == tuple(range(5))
+                tuned_run = tuned.base.replace(**tuned.method_overrides["lautum"])
+                assert all(getattr(tuned_run, k) != v for k, v in change.items()), arm
                 # Every arm is a valid TransferConfig.
                 compare.base.replace(**overrides)
         elif path in compares:
@@ -216,3 +219,45 @@ def test_pair_with_a_missing_workdir_fails_before_any_run(tmp_path):
     with pytest.raises(ValueError, match=r"Expected --pair_with to be a compare workdir with a table.csv\. Received: .*nowhere"):
         compare_main(compare, str(tmp_path / "w"), pair_with=str(tmp_path / "nowhere"))
     assert not (tmp_path / "w").exists()
+
+
+def test_pair_with_refuses_runs_on_other_data_and_writes_its_table(tmp_path, monkeypatch):
+    import json
+
+    import trainers.compare as compare_module
+    from trainers.compare import run_name
+    from trainers.compare import summarize
+    from trainers.compare import write_outputs
+
+    def config(**change):
+        return {"source": None, "target": None, "labeled": 50, "seed": 0, "num_classes": None,
+                "architecture": "small", "image_size": 32, "channels": 3, "lautum_weight": 0.01, **change}
+
+    other = CompareConfig(base=None, methods=("standard",), labeled=(50,), seeds=(0, 1))
+    other_rows = [{"method": "standard", "labeled": 50, "seed": s, "status": "ok", "target_test_accuracy": 0.7 + s / 10,
+                   "source_test_accuracy_after_pretrain": 0.9, "wall_time_s": 1.0} for s in (0, 1)]
+    workdir = tmp_path / "other"
+    write_outputs(other_rows, summarize(other_rows, other), other, str(workdir))
+    for s in (0, 1):
+        run = workdir / "runs" / run_name("standard", 50, s)
+        run.mkdir(parents=True)
+        run.joinpath("results.json").write_text(json.dumps({"config": config(seed=s, lautum_weight=0.0)}))
+    arm = CompareConfig(base=None, methods=("lautum",), labeled=(50,), seeds=(0, 1), baseline=None)
+
+    def fake_run_all(source):
+        rows = [{"method": "lautum", "labeled": 50, "seed": s, "status": "ok", "target_test_accuracy": 0.75 + s / 10,
+                 "source_test_accuracy_after_pretrain": 0.9, "wall_time_s": 1.0,
+                 "config": config(seed=s, source=source)} for s in (0, 1)]
+        return lambda compare, workdir, log=print: (rows, 0)
+
+    # Same data, another lambda: paired, and the table is written.
+    monkeypatch.setattr(compare_module, "run_all", fake_run_all(None))
+    assert compare_main(arm, str(tmp_path / "arm"), log=lambda *_: None, pair_with=str(workdir)) == 0
+    (entry,) = json.loads((tmp_path / "arm" / "paired_with.json").read_text())
+    assert entry["baseline"] == "standard [other]" and entry["n"] == 2 and entry["mean_diff"] == pytest.approx(0.05)
+    assert "| lautum - standard [other] | 50 | 2 | +5.00 |" in (tmp_path / "arm" / "paired_with.md").read_text()
+    # Another source: refused, naming the field and both values.
+    monkeypatch.setattr(compare_module, "run_all", fake_run_all("npz:other.npz"))
+    with pytest.raises(ValueError, match=r"Expected --pair_with runs on the same data.*Received: lautum_l50_s0 "
+                                         r"differs from its pair in other in source \('npz:other.npz' here, None there\)"):
+        compare_main(arm, str(tmp_path / "arm2"), log=lambda *_: None, pair_with=str(workdir))
