@@ -4,11 +4,12 @@ import keras
 import tensorflow as tf
 
 from tfinfo.models.classifier_wrapper import ClassifierWrapper
+from tfinfo.models.classifier_wrapper import OptimizerBuiltAtCompileMixin
 from tfinfo.regularizers.lautum import LautumRegularizer
 
 
 @keras.saving.register_keras_serializable(package="tfinfo")
-class LautumTransferModel(ClassifierWrapper):
+class LautumTransferModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
     """Wraps a classifier; `fit` trains it on source labels while maximizing Lautum information.
 
     Each training batch is `((x_source, x_target), y_source)`: labeled source images and
@@ -103,6 +104,9 @@ class LautumTransferModel(ClassifierWrapper):
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.bound_tracker = keras.metrics.Mean(name="bound_active")
         self.shrinkage_tracker = keras.metrics.Mean(name="shrinkage")
+
+    def _trained_variables(self):
+        return self.classifier.trainable_variables
 
     def adapt(self, x_unlabeled, **kwargs):
         """Computes the target statistics (`Sigma_x`) once. See `LautumRegularizer.adapt`."""

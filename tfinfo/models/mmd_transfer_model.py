@@ -4,12 +4,13 @@ import keras
 import tensorflow as tf
 
 from tfinfo.models.classifier_wrapper import ClassifierWrapper
+from tfinfo.models.classifier_wrapper import OptimizerBuiltAtCompileMixin
 from tfinfo.models.classifier_wrapper import features_and_logits_model
 from tfinfo.regularizers.mmd import MMDRegularizer
 
 
 @keras.saving.register_keras_serializable(package="tfinfo")
-class MMDTransferModel(ClassifierWrapper):
+class MMDTransferModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
     """Wraps a classifier; `fit` trains it on source labels while matching target features.
 
     Each training batch is `((x_source, x_target), y_source)`. `z` is the output of
@@ -89,20 +90,8 @@ class MMDTransferModel(ClassifierWrapper):
         # Every component is built; nothing is created on first call.
         self.built = True
 
-    def compile(self, optimizer="adam", **kwargs):
-        """`Model.compile`; also builds the optimizer on the classifier's variables.
-
-        Building it here, outside the traced step, saves a second trace of `train_step`
-        (a `tf.function` that creates variables on its first trace is traced again).
-        """
-        super().compile(optimizer=optimizer, **kwargs)
-        if not self.optimizer.built:
-            self.optimizer.build(self.classifier.trainable_variables)
-
-    def compile_from_config(self, config):
-        # `compile` is overridden, so Keras leaves compiling a loaded model to us; the
-        # optimizer is built by `compile` and its saved state is loaded next.
-        self.compile(**keras.saving.deserialize_keras_object(config))
+    def _trained_variables(self):
+        return self.classifier.trainable_variables
 
     @property
     def metrics(self):
