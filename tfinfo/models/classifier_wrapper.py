@@ -92,13 +92,20 @@ class ClassifierWrapper(keras.Model):
         """Exports the classifier alone."""
         return self.classifier.export(filepath, format=format, verbose=verbose, **kwargs)
 
-    def cross_entropy(self, y, logits):
-        """The compiled loss if any, else sparse categorical CE on logits."""
-        if getattr(self, "loss", None) is not None:
-            return self.compute_loss(y=y, y_pred=logits)
-        return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+    def cross_entropy(self, y, logits, sample_weight=None):
+        """The compiled loss if any, else sparse categorical CE on logits.
 
-    def replica_cross_entropy(self, y, logits):
+        With `sample_weight`, the mean over the batch of the weighted per-sample CE
+        (Keras's "sum_over_batch_size" reduction, as compiled losses reduce).
+        """
+        if getattr(self, "loss", None) is not None:
+            return self.compute_loss(y=y, y_pred=logits, sample_weight=sample_weight)
+        per_sample = tf.cast(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True), tf.float32)
+        if sample_weight is not None:
+            per_sample = per_sample * tf.reshape(tf.cast(sample_weight, tf.float32), tf.shape(per_sample))
+        return tf.reduce_mean(per_sample)
+
+    def replica_cross_entropy(self, y, logits, sample_weight=None):
         """This replica's CE as `(for_gradient, value)`, both float32.
 
         Under a `tf.distribute` strategy the replicas' gradients are summed, so Keras
@@ -108,19 +115,37 @@ class ClassifierWrapper(keras.Model):
         must be divided the same way. Without a strategy both are the CE.
         """
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        ce = tf.cast(self.cross_entropy(y, logits), tf.float32)
+        ce = tf.cast(self.cross_entropy(y, logits, sample_weight), tf.float32)
         if getattr(self, "loss", None) is not None:
             return ce, ce * replicas
         return ce / replicas, ce
 
+    def compiled_metrics(self):
+        """The metrics given to `compile(metrics=..., weighted_metrics=...)`, as Keras
+        holds them (one container named "compile_metrics"), or `[]`.
+
+        A model that lists its own trackers in `metrics` adds these, so that they are
+        reset each epoch and logged; `compute_metrics(x, y, logits, sample_weight)`
+        updates them and returns every metric's result.
+        """
+        return [m for m in super().metrics if m.name == "compile_metrics"]
+
+    @staticmethod
+    def unpack_batch(data):
+        """`(x, y, sample_weight)` of a batch; `sample_weight` is None when absent."""
+        return keras.utils.unpack_x_y_sample_weight(data)
+
     def test_step(self, data):
-        x, y = data[0], data[1]
+        x, y, sample_weight = self.unpack_batch(data)
         logits = self.classifier(x, training=False)
-        _, ce = self.replica_cross_entropy(y, logits)
+        _, ce = self.replica_cross_entropy(y, logits, sample_weight)
         self.total_tracker.update_state(ce)
         self.ce_tracker.update_state(ce)
-        self.accuracy_tracker.update_state(y, logits)
-        return {m.name: m.result() for m in (self.total_tracker, self.ce_tracker, self.accuracy_tracker)}
+        self.accuracy_tracker.update_state(y, logits, sample_weight=sample_weight)
+        results = self.compute_metrics(x, y, logits, sample_weight)  # the compiled metrics
+        compiled = {k: v for m in self.compiled_metrics() for k, v in m.result().items()}
+        own = {m.name: m.result() for m in (self.total_tracker, self.ce_tracker, self.accuracy_tracker)}
+        return {k: v for k, v in results.items() if k in own or k in compiled}
 
 
 class OptimizerBuiltAtCompileMixin:

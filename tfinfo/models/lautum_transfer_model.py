@@ -132,7 +132,7 @@ class LautumTransferModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
             self.accuracy_tracker,
             self.bound_tracker,
             self.shrinkage_tracker,
-        ]
+        ] + self.compiled_metrics()
 
     def jacobian_proxy(self, x, training=True):
         """Returns `(logits, w)`: `w_i = d(r . f(x_i)) / d x_i` for each sample.
@@ -149,7 +149,7 @@ class LautumTransferModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
         return logits, inner.gradient(projected, x)
 
     def train_step(self, data):
-        (x_source, x_target), y_source = data[0], data[1]
+        (x_source, x_target), y_source, sample_weight = self.unpack_batch(data)
         if self.resample_projection == "step":
             self.regularizer.resample_projection()
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -158,7 +158,7 @@ class LautumTransferModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
             logits = self.classifier(x_source, training=True)
             # Divided by the number of replicas for the cross-replica gradient sum (as
             # Keras divides compiled losses); `ce_value` is not.
-            ce, ce_value = self.replica_cross_entropy(y_source, logits)
+            ce, ce_value = self.replica_cross_entropy(y_source, logits, sample_weight)
             _, w = self.jacobian_proxy(x_target, training=self.proxy_training)
             # The regularizer all-gathers the replicas' batches: every replica holds the
             # global value, and its gradient is summed over the replicas.
@@ -174,10 +174,10 @@ class LautumTransferModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
         self.total_tracker.update_state(ce - self.lautum_weight * lautum)
         self.ce_tracker.update_state(ce)
         self.lautum_tracker.update_state(lautum)
-        self.accuracy_tracker.update_state(y_source, logits)
+        self.accuracy_tracker.update_state(y_source, logits, sample_weight=sample_weight)
         self.bound_tracker.update_state(self.regularizer.bound_active)
         self.shrinkage_tracker.update_state(self.regularizer.shrinkage)
-        return {m.name: m.result() for m in self.metrics}
+        return self.compute_metrics(x_source, y_source, logits, sample_weight)
 
     def get_config(self):
         config = {

@@ -95,7 +95,7 @@ class MMDTransferModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
 
     @property
     def metrics(self):
-        return [self.total_tracker, self.ce_tracker, self.mmd_tracker, self.accuracy_tracker]
+        return [self.total_tracker, self.ce_tracker, self.mmd_tracker, self.accuracy_tracker] + self.compiled_metrics()
 
     def features(self, x, training=False):
         """The classifier's `feature_layer` output on images `x`."""
@@ -106,7 +106,7 @@ class MMDTransferModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
             raise ValueError(
                 "Expected the model to be compiled with `compile(...)` before training. Received: no optimizer"
             )
-        (x_source, x_target), y_source = data[0], data[1]
+        (x_source, x_target), y_source, sample_weight = self.unpack_batch(data)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.classifier.trainable_variables
         with tf.GradientTape() as tape:
@@ -114,7 +114,7 @@ class MMDTransferModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
             z_target, _ = self._features_and_logits(x_target, training=True)
             # `ce` is divided by the number of replicas (as Keras divides compiled
             # losses, for the cross-replica gradient sum), `ce_value` is not.
-            ce, ce_value = self.replica_cross_entropy(y_source, logits)
+            ce, ce_value = self.replica_cross_entropy(y_source, logits, sample_weight)
             mmd = tf.cast(self.regularizer((z_source, z_target)), tf.float32)
             loss = ce + self.mmd_weight * mmd / replicas
             scaled_loss = self.optimizer.scale_loss(loss)  # loss scaling under mixed precision
@@ -123,8 +123,8 @@ class MMDTransferModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
         self.total_tracker.update_state(ce_value + self.mmd_weight * mmd)
         self.ce_tracker.update_state(ce_value)
         self.mmd_tracker.update_state(mmd)
-        self.accuracy_tracker.update_state(y_source, logits)
-        return {m.name: m.result() for m in self.metrics}
+        self.accuracy_tracker.update_state(y_source, logits, sample_weight=sample_weight)
+        return self.compute_metrics(x_source, y_source, logits, sample_weight)
 
     def get_config(self):
         config = {

@@ -196,7 +196,7 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
         metrics = [self.total_tracker, self.ce_tracker, self.mi_tracker, self.critic_loss_tracker, self.accuracy_tracker]
         if self.lautum_regularizer is not None:
             metrics += [self.lautum_tracker, self.bound_tracker, self.shrinkage_tracker]
-        return metrics
+        return metrics + self.compiled_metrics()
 
     # -- training -------------------------------------------------------------------
     def _target_forward(self, x_target):
@@ -229,14 +229,14 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
             self.critic_optimizer.apply_gradients(zip(grads, variables))
         return loss
 
-    def _classifier_update(self, x_source, y_source, x_target, critic_steps):
+    def _classifier_update(self, x_source, y_source, x_target, critic_steps, sample_weight=None):
         variables = self.classifier.trainable_variables
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             logits = self.classifier(x_source, training=True)
             # `ce` is divided by the number of replicas (as Keras divides compiled losses),
             # `ce_value` is not; the regularizers return global values, divided likewise.
-            ce, ce_value = self.replica_cross_entropy(y_source, logits)
+            ce, ce_value = self.replica_cross_entropy(y_source, logits, sample_weight)
             features, w = self._target_forward(x_target)
             with tape.stop_recording():
                 critic_loss = self._critic_update(x_target, features, critic_steps)
@@ -255,16 +255,16 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
         self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
         return ce_value, tf.stop_gradient(bound.value), critic_loss, logits, lautum
 
-    def _critic_phase(self, x_source, y_source, x_target):
+    def _critic_phase(self, x_source, y_source, x_target, sample_weight=None):
         logits = self.classifier(x_source, training=True)
-        _, ce_value = self.replica_cross_entropy(y_source, logits)
+        _, ce_value = self.replica_cross_entropy(y_source, logits, sample_weight)
         features, _ = self._features_and_logits(x_target, training=True)
         critic_loss = self._critic_update(x_target, features, max(self.critic_steps, 1))
         return ce_value, -critic_loss, critic_loss, logits, tf.constant(0.0)
 
     def train_step(self, data):
         self._check_compiled()
-        (x_source, x_target), y_source = data[0], data[1]
+        (x_source, x_target), y_source, sample_weight = self.unpack_batch(data)
         if self.lautum_regularizer is not None and self.resample_projection == "step":
             self.lautum_regularizer.resample_projection()
         # The phase is chosen when the step is traced (`make_train_function` retraces when
@@ -272,20 +272,21 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
         # synchronize the replicas, which they cannot do inside a graph conditional.
         phase = self._traced_phase
         if phase == PHASES["critic"]:
-            ce, mi, critic_loss, logits, lautum = self._critic_phase(x_source, y_source, x_target)
+            ce, mi, critic_loss, logits, lautum = self._critic_phase(x_source, y_source, x_target, sample_weight)
         else:
             critic_steps = self.critic_steps if phase == PHASES["alternate"] else 0
-            ce, mi, critic_loss, logits, lautum = self._classifier_update(x_source, y_source, x_target, critic_steps)
+            ce, mi, critic_loss, logits, lautum = self._classifier_update(
+                x_source, y_source, x_target, critic_steps, sample_weight)
         self.total_tracker.update_state(ce + self.mi_weight * mi - self.lautum_weight * lautum)
         self.ce_tracker.update_state(ce)
         self.mi_tracker.update_state(mi)
         self.critic_loss_tracker.update_state(critic_loss)
-        self.accuracy_tracker.update_state(y_source, logits)
+        self.accuracy_tracker.update_state(y_source, logits, sample_weight=sample_weight)
         if self.lautum_regularizer is not None:
             self.lautum_tracker.update_state(lautum)
             self.bound_tracker.update_state(self.lautum_regularizer.bound_active)
             self.shrinkage_tracker.update_state(self.lautum_regularizer.shrinkage)
-        return {m.name: m.result() for m in self.metrics}
+        return self.compute_metrics(x_source, y_source, logits, sample_weight)
 
     def get_config(self):
         config = {
