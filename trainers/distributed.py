@@ -435,9 +435,11 @@ def fit(model, dataset, epochs, callbacks=(), verbose=0, strategy=None, initial_
                 f"Received: strategy={type(strategy).__name__}, model created under "
                 f"{type(model.distribute_strategy).__name__}"
             )
+        # shuffle=False: the dataset shuffles itself (Keras ignores `shuffle` for a
+        # tf.data.Dataset, and warns on every fit when it is left at True).
         return model.fit(
             dataset, epochs=int(epochs), callbacks=list(callbacks), verbose=verbose, initial_epoch=int(initial_epoch),
-            steps_per_epoch=steps_per_epoch
+            steps_per_epoch=steps_per_epoch, shuffle=False,
         )
     return _multi_worker_fit(model, dataset, int(epochs), callbacks, verbose, strategy, int(initial_epoch),
                              steps_per_epoch)

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -160,7 +161,11 @@ def test_make_strategy_multi_worker_requires_a_valid_tf_config(monkeypatch, tf_c
 def test_fit_under_the_default_strategy_is_model_fit():
     reference, _, expected = _reference("plain")
     model = W.build_plain()
-    history = distributed.fit(model, W.dataset_plain(), epochs=W.EPOCHS, strategy=distributed.make_strategy("none"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = distributed.fit(model, W.dataset_plain(), epochs=W.EPOCHS, strategy=distributed.make_strategy("none"))
+    # A healthy fit on a tf.data pipeline (which shuffles itself) warns about nothing.
+    assert not [w for w in caught if "shuffle" in str(w.message)]
     assert isinstance(history, keras.callbacks.History) and history is model.history
     assert expected["loss"][0] != expected["loss"][-1]
     assert history.history == expected
