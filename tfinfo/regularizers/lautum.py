@@ -4,10 +4,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinfo.critics.marginals import random_bits
+from tfinfo.regularizers import lautum_covariance
+from tfinfo.regularizers import lautum_statistics
 
 _MODES = ("exact", "fast")
 _PRECISIONS = ("float64", "float32")
+_CONFIG = (  # get_config's keys, in order
+    "num_outputs", "ema_decay", "mode", "refresh_every", "projection_dim",
+    "max_correlation", "precision", "seed", "input_shape_hint", "cross_replica",
+)
 
 
 @keras.saving.register_keras_serializable(package="tfinfo")
@@ -246,26 +251,11 @@ class LautumRegularizer(keras.layers.Layer):
         layer's seed generator) is the same in graph mode, under XLA and on every replica.
         """
         std = self.num_outputs ** -0.25
-        self.projection.assign(std * _standard_normal(self.num_outputs, self._seed_generator))
+        self.projection.assign(std * lautum_statistics.standard_normal(self.num_outputs, self._seed_generator))
 
     def reset_state(self):
         """Resets the moving covariance to the identity prior (keeps the target statistics)."""
-        k = self.feature_dim
-        eye = tf.eye(k, dtype=self.x_ema.dtype)
-        self.x_ema.assign(eye)
-        self.w_ema.assign(eye)
-        self.cross_ema.assign(tf.zeros_like(self.cross_ema))
-        if self.mode == "fast":
-            self.joint_inverse.assign(tf.eye(2 * k, dtype=self.x_ema.dtype))
-            self.x_inverse.assign(eye)
-            self.w_inverse.assign(eye)
-            self.logdets.assign(tf.zeros_like(self.logdets))
-        self.top_vectors.assign(tf.zeros_like(self.top_vectors))
-        self.prior_weight.assign(1.0)
-        for v in (self.bound_active, self.shrinkage, self.max_canonical_correlation):
-            v.assign(0.0)
-        for v in (self.step, self.nonfinite_count, self.exact_steps):
-            v.assign(0)
+        lautum_covariance.reset_state(self)
 
     # ------------------------------------------------------------------ adapt
     def adapt(self, x_unlabeled, chunk_size=2048):
@@ -285,92 +275,23 @@ class LautumRegularizer(keras.layers.Layer):
         x = x.reshape(x.shape[0], -1)
         if not self.built:
             self.build((None,) + tuple(np.asarray(x_unlabeled).shape[1:]))
-        if x.shape[1] != self.input_dim:
-            raise ValueError(
-                f"Expected unlabeled inputs with {self.input_dim} features per sample. "
-                f"Received: {x.shape[1]}"
-            )
-        n, d = x.shape
-        mean = np.zeros(d)
-        for i in range(0, n, chunk_size):
-            mean += x[i : i + chunk_size].astype(np.float64).sum(0)
-        mean /= n
-        gram = np.zeros((d, d))
-        for i in range(0, n, chunk_size):
-            c = x[i : i + chunk_size].astype(np.float64) - mean
-            gram += c.T @ c
-        if not np.all(np.isfinite(gram)):
-            raise ValueError("Expected finite unlabeled target inputs. Received: NaN or inf values")
-        var = np.diag(gram) / n
-        constant = var <= 1e-12 * max(var.max(), 1e-300)
-        scale = np.where(constant, 0.0, 1.0 / np.sqrt(np.where(constant, 1.0, var)))
-        corr = gram / n * scale[:, None] * scale[None, :]
-        if constant.all():
-            raise ValueError(
-                "Expected unlabeled target inputs that vary (Sigma_x needs at least one "
-                f"feature with non-zero variance). Received: {n} inputs, all identical"
-            )
-        gamma = _ledoit_wolf_coefficient(x, mean, scale, corr, chunk_size)
-        target = np.trace(corr) / d
-        sigma_x = (1.0 - gamma) * corr + gamma * target * np.eye(d)
-        eigval, eigvec = np.linalg.eigh(sigma_x)
-        # The rank of the sample correlation over the features that vary. Fewer samples
-        # than features (rank N - 1), or a few degenerate directions, are what the
-        # Ledoit-Wolf shrinkage is for (whitened x is then ~0 there and adds nothing).
-        # A set spanning less than half of what its size allows (repeated or collinear
-        # images) is degenerate, and so is a projection onto more directions than the
-        # set spans, or a shrunk Sigma_x that is numerically singular.
-        corr_eig = np.linalg.eigvalsh(corr)
-        rank = int(np.sum(corr_eig > 1e-9 * corr_eig.max()))
-        varying = int(d - constant.sum())
-        if self.projection_dim is None:
-            expected = min(n - 1, varying)
-            degenerate = 2 * rank < expected or eigval.min() <= 1e-10 * eigval.max()
-        else:
-            expected = self.projection_dim
-            degenerate = rank < expected
-        if degenerate:
-            raise ValueError(
-                f"Expected unlabeled target inputs spanning {expected} dimensions ({n} inputs, "
-                f"{varying} varying features"
-                + ("" if self.projection_dim is None else f", projection_dim={self.projection_dim}")
-                + f"). Received: {n} inputs of {d} features spanning rank {rank}; pass more "
-                f"(and more varied) unlabeled inputs, or set projection_dim <= {rank}"
-            )
-        top = np.argsort(eigval)[::-1][: self.projection_dim or d]
-        self.x_mean.assign(mean.astype(np.float32))
-        self.x_scale.assign(scale.astype(np.float32))
-        if self.projection_dim is None:
-            self.x_whitener.assign(np.linalg.cholesky(sigma_x).astype(np.float32))
-        else:
-            self.x_whitener.assign(eigvec[:, top].astype(np.float32))
-            self.pca_scale.assign((1.0 / np.sqrt(eigval[top])).astype(np.float32))
-        self.x_shrinkage = float(gamma)
-        self.num_constant_features = int(constant.sum())
-        self.x_rank = rank
+        stats = lautum_statistics.target_statistics(x, self.input_dim, chunk_size, self.projection_dim)
+        self.x_mean.assign(stats["mean"])
+        self.x_scale.assign(stats["scale"])
+        self.x_whitener.assign(stats["whitener"])
+        if self.projection_dim is not None:
+            self.pca_scale.assign(stats["pca_scale"])
+        self.x_shrinkage = stats["shrinkage"]
+        self.num_constant_features = stats["num_constant_features"]
+        self.x_rank = stats["rank"]
         self.adapted.assign(True)
         self.reset_state()
 
     # ------------------------------------------------------------------ features
     def _features(self, x, w):
-        n = tf.shape(x)[0]
-        x = tf.reshape(tf.cast(x, tf.float32), (n, self.input_dim))
-        w = tf.reshape(tf.cast(w, tf.float32), (n, self.input_dim))
-        xc = (x - self.x_mean) * self.x_scale
-        xc = xc - tf.reduce_mean(xc, axis=0, keepdims=True)
-        wc = w - tf.reduce_mean(w, axis=0, keepdims=True)
-        var = tf.reduce_mean(tf.square(wc), axis=0)
-        eps = 1e-6 * tf.stop_gradient(tf.reduce_mean(var)) + 1e-30
-        wn = wc * tf.math.rsqrt(var + eps)
-        if self.projection_dim is None:
-            xt = tf.transpose(
-                tf.linalg.triangular_solve(self.x_whitener, tf.transpose(xc), lower=True)
-            )
-            wt = wn
-        else:
-            xt = tf.matmul(xc, self.x_whitener) * self.pca_scale
-            wt = tf.matmul(wn, self.x_whitener)
-        return xt, wt
+        pca_scale = None if self.projection_dim is None else self.pca_scale
+        statistics = (self.input_dim, self.x_mean, self.x_scale, self.x_whitener, pca_scale)
+        return lautum_covariance.normalized_features(x, w, *statistics)
 
     # ------------------------------------------------------------------ maths
     @property
@@ -379,162 +300,22 @@ class LautumRegularizer(keras.layers.Layer):
 
     def omega(self, step, batch_size):
         """Weight of step `step`'s batch covariance: `max(1 / (t + k / n), 1 - a)`."""
-        dtype = self._pdtype
-        t = tf.cast(step, dtype)
-        nu = tf.constant(float(self.feature_dim), dtype) / tf.cast(batch_size, dtype)
-        return tf.maximum(1.0 / (t + nu), tf.constant(1.0 - self.ema_decay, dtype))
+        return lautum_covariance.omega(step, batch_size, self.feature_dim, self.ema_decay, self._pdtype)
 
     def closed_form(self, cx, c, s):
-        """Clamped Lautum value and its exact gradient at joint covariance blocks.
-
-        With `X = Lx Lx^T` and `S = Lw Lw^T`, the squared canonical correlations
-        `l_i` are the eigenvalues of `Lw^-1 C^T X^-1 C Lw^-T`, and
-        `value = sum f(min(l_i, b))`, `f(l) = 1/2 log(1 - l) + l / (1 - l)`,
-        `b = max_correlation**2`. Its gradient (generalized eigenvectors `U`,
-        `U^T S U = I`): `dF/dR = U diag(phi) U^T` for `R = C^T X^-1 C`,
-        `dF/dS = -U diag(phi l) U^T`, `phi_i = f'(l_i)` below the bound and 0 above it,
-        and `dF/dC = 2 X^-1 C dF/dR` (x carries no gradient).
-
-        Args:
-            cx: (k, k) covariance of whitened x (positive definite).
-            c: (k, k) cross-covariance of whitened x (rows) and w (columns).
-            s: (k, k) covariance of w (positive definite).
-
-        Returns:
-            `(value, grad_c, grad_s, eigenvalues, vectors)`: the value in nats, its
-            gradients with respect to `c` and `s`, every `l_i` (ascending) and the
-            generalized eigenvectors (columns of `U`).
-        """
-        lx = tf.linalg.cholesky(cx)
-        lw = tf.linalg.cholesky(s)
-        b = tf.linalg.triangular_solve(lx, c, lower=True)  # Lx^-1 C
-        bt = tf.linalg.triangular_solve(lw, tf.transpose(b), lower=True)  # Lw^-1 C^T Lx^-T
-        gram = tf.matmul(bt, bt, transpose_b=True)
-        lam, v = tf.linalg.eigh(0.5 * (gram + tf.transpose(gram)))
-        lam = tf.maximum(lam, 0.0)
-        bound = self.max_correlation**2
-        lc = tf.minimum(lam, bound)
-        value = tf.reduce_sum(0.5 * tf.math.log1p(-lc) + lc / (1.0 - lc))
-        phi = tf.where(lam < bound, (1.0 + lc) / (2.0 * tf.square(1.0 - lc)), tf.zeros_like(lc))
-        u = tf.linalg.triangular_solve(lw, v, lower=True, adjoint=True)  # Lw^-T V
-        grad_r = tf.matmul(u * phi, u, transpose_b=True)
-        grad_s = -tf.matmul(u * (phi * lc), u, transpose_b=True)
-        grad_c = 2.0 * tf.linalg.triangular_solve(lx, tf.matmul(b, grad_r), lower=True, adjoint=True)
-        return value, grad_c, grad_s, lam, u
-
-    def _record_spectrum(self, lam, u):
-        m = self.tracked_directions
-        u = _canonical_signs(u[:, -m:])
-        finite = tf.reduce_all(tf.math.is_finite(u)) & tf.reduce_all(tf.math.is_finite(lam))
-        self.top_vectors.assign(tf.where(finite, u, tf.zeros_like(self.top_vectors)))
-        lam_max = tf.cast(lam[-1], tf.float32)
-        self.max_canonical_correlation.assign(tf.where(tf.math.is_finite(lam_max), tf.sqrt(lam_max), 0.0))
-        self.bound_active.assign(tf.cast(lam_max >= self.max_correlation**2, tf.float32))
-
-    def _tracked_correlations(self, update):
-        """Squared canonical correlations of the tracked top directions at the current `J`.
-
-        With `update`, one subspace iteration on `M = J_ww^-1 C^T J_xx^-1 C` (with the
-        maintained inverses, O(k^2 m)) and a Rayleigh-Ritz step follow the top `m`
-        directions as `J` moves, and the state keeps the result; the Ritz values are
-        lower bounds of the top eigenvalues that the iteration tightens step by step.
-        """
-        if update is not False:
-            # Only after an accepted batch, and once an eigendecomposition seeded `U`.
-            seeded = tf.reduce_any(tf.not_equal(self.top_vectors, 0.0))
-            tf.cond(tf.logical_and(update, seeded), self._subspace_step, lambda: tf.constant(False))
-        u = self.top_vectors
-        cu = tf.matmul(self.cross_ema, u)
-        num = tf.reduce_sum(cu * tf.matmul(self.x_inverse, cu), axis=0)
-        den = tf.reduce_sum(u * tf.matmul(self.w_ema, u), axis=0)
-        return num / tf.maximum(den, 1e-30)
-
-    def _subspace_step(self):
-        u = self.top_vectors
-        m = self.tracked_directions
-        if m:
-
-            def apply_r(v):  # C^T J_xx^-1 C v
-                return tf.matmul(self.cross_ema, tf.matmul(self.x_inverse, tf.matmul(self.cross_ema, v)), transpose_a=True)
-
-            v = tf.matmul(self.w_inverse, apply_r(u))
-            a = tf.matmul(v, apply_r(v), transpose_a=True)
-            b = tf.matmul(v, tf.matmul(self.w_ema, v), transpose_a=True)
-            eye = tf.eye(m, dtype=b.dtype)
-            chol = tf.linalg.cholesky(0.5 * (b + tf.transpose(b)) + (1e-10 * tf.linalg.trace(b) + 1e-30) * eye)
-            small = tf.linalg.triangular_solve(chol, tf.transpose(tf.linalg.triangular_solve(chol, a, lower=True)), lower=True)
-            theta, q = tf.linalg.eigh(0.5 * (small + tf.transpose(small)))
-            new_u = _canonical_signs(tf.matmul(v, tf.linalg.triangular_solve(chol, q, lower=True, adjoint=True)))
-            good = tf.reduce_all(tf.math.is_finite(new_u)) & tf.reduce_all(tf.math.is_finite(theta))
-            self.top_vectors.assign(tf.where(good, new_u, u))
-        return tf.constant(True)
-
-    @staticmethod
-    def _rank_update(inverse, logdet, z, omega):
-        """`(1 - omega) A + omega / n Z^T Z` from `A^-1` and `logdet A` (Woodbury, determinant lemma)."""
-        n = tf.cast(tf.shape(z)[0], z.dtype)
-        m = tf.cast(tf.shape(z)[1], z.dtype)
-        c = (1.0 - omega) * n / omega
-        y = tf.matmul(z, inverse)
-        kernel = tf.matmul(y, z, transpose_b=True) + c * tf.eye(tf.shape(z)[0], dtype=z.dtype)
-        chol = tf.linalg.cholesky(0.5 * (kernel + tf.transpose(kernel)))
-        w = tf.linalg.cholesky_solve(chol, y)
-        new_inverse = (inverse - tf.matmul(y, w, transpose_a=True)) / (1.0 - omega)
-        new_logdet = (
-            m * tf.math.log(1.0 - omega)
-            + logdet
-            + 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol)))
-            - n * tf.math.log(c)
-        )
-        # Z A_new^-1 = (Y - (K - cI) K^-1 Y) / (1 - omega) = c K^-1 Y / (1 - omega): no product.
-        z_new_inverse = (c / (1.0 - omega)) * w
-        return 0.5 * (new_inverse + tf.transpose(new_inverse)), new_logdet, z_new_inverse
+        """Clamped Lautum value and its exact gradient at joint covariance blocks `(J_xx,
+        C, J_ww)`: `(value, grad_c, grad_s, eigenvalues, vectors)`, see
+        `tfinfo.regularizers.lautum_covariance.closed_form` (bounded at `max_correlation`)."""
+        return lautum_covariance.closed_form(cx, c, s, self.max_correlation)
 
     def _refactorize(self):
         """Recomputes the fast mode's inverses and log-dets from `J` (Cholesky)."""
-        joint = tf.concat(
-            [tf.concat([self.x_ema, self.cross_ema], 1), tf.concat([tf.transpose(self.cross_ema), self.w_ema], 1)], 0
-        )
-        values = []
-        for matrix, inverse in ((joint, self.joint_inverse), (self.x_ema, self.x_inverse), (self.w_ema, self.w_inverse)):
-            chol = tf.linalg.cholesky(matrix)
-            eye = tf.eye(tf.shape(matrix)[0], dtype=matrix.dtype)
-            inverse.assign(tf.linalg.cholesky_solve(chol, eye))
-            values.append(2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol))))
-        self.logdets.assign(tf.stack(values))
-        return tf.constant(True)
-
-    def _fast_value(self):
-        """`1/2 [tr(J^-1 D) - 2k + logdet J - logdet D]` from the maintained inverses."""
-        k = self.feature_dim
-        # tr(J^-1 D) - 2k = -2 sum((J^-1)_xw * C), from J^-1 J = I: no cancellation of 2k.
-        trace = -2.0 * tf.reduce_sum(self.joint_inverse[:k, k:] * self.cross_ema)
-        ld = self.logdets
-        return 0.5 * (trace + ld[0] - ld[1] - ld[2])
-
-    def _fast_carrier(self, zx, zw, y=None, zw_w_inverse=None):
-        """A function of `zw` whose gradient is that of `sum_i z_i^T G z_i`,
-        `G = dL/dJ = 1/2 [J^-1 - J^-1 D J^-1 + bd(J^-1) - D^-1]` held fixed (x has no
-        gradient): `sum_i <2 (G z_i)_w, zw_i>` with `2 (G z)_w` under `stop_gradient`.
-
-        `y = Z J^-1` and `zw J_ww^-1` come from the rank-n updates when given.
-        """
-        k = self.feature_dim
-        inv = self.joint_inverse
-        sx, sw = tf.stop_gradient(zx), tf.stop_gradient(zw)
-        if y is None:
-            y = tf.matmul(tf.concat([sx, sw], axis=1), inv)
-        if zw_w_inverse is None:
-            zw_w_inverse = tf.matmul(sw, self.w_inverse)
-        yx, yw = y[:, :k], y[:, k:]
-        ydj = tf.matmul(tf.matmul(yx, self.x_ema), inv[:k, k:]) + tf.matmul(tf.matmul(yw, self.w_ema), inv[k:, k:])
-        grad_w = yw - ydj + tf.matmul(sw, inv[k:, k:]) - zw_w_inverse
-        return tf.reduce_sum(tf.stop_gradient(grad_w) * zw)
+        return lautum_covariance.refactorize(self)
 
     def _exact(self, record):
         value, g_c, g_s, lam, u = self.closed_form(self.x_ema, self.cross_ema, self.w_ema)
         if record:  # inference calls leave the state as it is
-            self._record_spectrum(lam, u)
+            lautum_covariance.record_spectrum(self, lam, u)
         return value, g_c, g_s
 
     def estimate(self, x, w):
@@ -555,71 +336,14 @@ class LautumRegularizer(keras.layers.Layer):
         xt, wt = self._features(tf.cast(x, tf.float32), tf.cast(w, tf.float32))
         dtype = self._pdtype
         z = tf.cast(tf.concat([xt, wt], axis=1), dtype)
-        n = tf.cast(tf.shape(z)[0], dtype)
         k = self.feature_dim
-        prior = k / (k + n)
-        joint = (1.0 - prior) * tf.matmul(z, z, transpose_a=True) / n + prior * tf.eye(2 * k, dtype=dtype)
+        joint = lautum_covariance.shrunk_joint_covariance(z, k)
         value, _, _, lam, _ = self.closed_form(joint[:k, :k], joint[:k, k:], joint[k:, k:])
         return tf.cast(value, tf.float32), tf.cast(tf.sqrt(lam[-1]), tf.float32)
 
     def prior_floor(self, batch_size):
-        """Smallest identity weight kept in `J`: `k / (k + n (1 + a) / (1 - a))`, the
-        shrinkage of `k` features against the samples the EMA averages at steady state.
-        Without it the prior decays as `a^t` and the directions the target set does not
-        span (constant pixels, N < D) become singular after some 10^4 steps."""
-        a = self.ema_decay
-        k = float(self.feature_dim)
-        n_steady = tf.cast(batch_size, self._pdtype) * (1.0 + a) / (1.0 - a)
-        return k / (k + n_steady)
-
-    def _update(self, sx, sw, omega, n, step):
-        """One step of `J`, its inverses (fast mode), the prior floor and the refresh."""
-        fast = self.mode == "fast"
-        if fast:
-            ld = self.logdets
-            j_inv, ld_j, y_new = self._rank_update(self.joint_inverse, ld[0], tf.concat([sx, sw], 1), omega)
-            x_inv, ld_x, _ = self._rank_update(self.x_inverse, ld[1], sx, omega)
-            w_inv, ld_w, zw_w_new = self._rank_update(self.w_inverse, ld[2], sw, omega)
-            self.joint_inverse.assign(j_inv)
-            self.x_inverse.assign(x_inv)
-            self.w_inverse.assign(w_inv)
-            self.logdets.assign(tf.stack([ld_j, ld_x, ld_w]))
-        self.x_ema.assign((1.0 - omega) * self.x_ema + omega * tf.matmul(sx, sx, transpose_a=True) / n)
-        self.cross_ema.assign((1.0 - omega) * self.cross_ema + omega * tf.matmul(sx, sw, transpose_a=True) / n)
-        self.w_ema.assign((1.0 - omega) * self.w_ema + omega * tf.matmul(sw, sw, transpose_a=True) / n)
-        self.prior_weight.assign((1.0 - omega) * self.prior_weight)
-        period = self.period
-        at_period = tf.equal(step % period, 0)
-        floor = self.prior_floor(tf.shape(sx)[0])
-        top_up = at_period & (self.prior_weight < floor)
-
-        def add_prior():
-            delta = floor - self.prior_weight
-            eye = tf.eye(self.feature_dim, dtype=self.x_ema.dtype)
-            self.x_ema.assign_add(delta * eye)
-            self.w_ema.assign_add(delta * eye)
-            self.prior_weight.assign(floor)
-            return tf.constant(True)
-
-        tf.cond(top_up, add_prior, lambda: tf.constant(False))
-        self.shrinkage.assign(tf.cast(self.prior_weight, tf.float32))
-        if fast:
-            # Refactorized at the first step, every `refresh_every` steps (rounding drift;
-            # the prior top-up, which is not a rank-n update, happens on these steps).
-            refresh = tf.equal(step, 1) | at_period
-
-            def refresh_fn():
-                self._refactorize()
-                _, _, _, lam, u = self.closed_form(self.x_ema, self.cross_ema, self.w_ema)
-                self._record_spectrum(lam, u)
-                # The prior top-up is not a rank-n update: `Z J^-1` and `Z_w J_ww^-1`
-                # from the new inverses (else the step's gradient misses the top-up).
-                # (The function's automatic control dependencies order these reads after
-                # the assignments.)
-                return tf.matmul(tf.concat([sx, sw], 1), self.joint_inverse), tf.matmul(sw, self.w_inverse)
-
-            return tf.cond(refresh, refresh_fn, lambda: (y_new, zw_w_new))
-        return tf.constant(True)
+        """Smallest identity weight kept in `J` (see `lautum_covariance.prior_floor`)."""
+        return lautum_covariance.prior_floor(batch_size, self.feature_dim, self.ema_decay, self._pdtype)
 
     def call(self, inputs, training=None):
         x, w = inputs
@@ -657,19 +381,16 @@ class LautumRegularizer(keras.layers.Layer):
         n = tf.cast(tf.shape(zx)[0], dtype)
         fast = self.mode == "fast"
         if training:
-            sx, sw = tf.stop_gradient(zx), tf.stop_gradient(zw)
             # A non-finite batch is counted and leaves every statistic as it was (the
             # moving estimate would never recover from one NaN).
-            ok = tf.reduce_all(tf.math.is_finite(sx)) & tf.reduce_all(tf.math.is_finite(sw))
-            sx = tf.where(ok, sx, tf.zeros_like(sx))
-            sw = tf.where(ok, sw, tf.zeros_like(sw))
+            ok, sx, sw = lautum_covariance.finite_or_zeros(tf.stop_gradient(zx), tf.stop_gradient(zw))
             self.step.assign_add(tf.cast(ok, tf.int64))
             self.nonfinite_count.assign_add(tf.cast(tf.logical_not(ok), tf.int64))
             step = tf.maximum(self.step, 1)
             omega = self.omega(step, tf.shape(zx)[0])
 
             def update():
-                return self._update(sx, sw, omega, n, step)
+                return lautum_covariance.update_state(self, sx, sw, omega, n, step)
 
             if fast:
                 # `Z J^-1` and `Z_w J_ww^-1` after the update, for the gradient carrier.
@@ -687,15 +408,15 @@ class LautumRegularizer(keras.layers.Layer):
             return value, carrier, tf.constant(1, tf.int64)
 
         def fast_path():
-            if training:
-                carrier = self._fast_carrier(zx, zw, y_new, zw_w_new)
-            else:
-                carrier = self._fast_carrier(zx, zw)
-            return self._fast_value(), carrier, tf.constant(0, tf.int64)
+            k, inv = self.feature_dim, self.joint_inverse
+            known = (y_new, zw_w_new) if training else ()  # from the rank-n updates
+            carrier = lautum_covariance.fast_carrier(zx, zw, inv, self.x_ema, self.w_ema, self.w_inverse, k, *known)
+            value = lautum_covariance.fast_value(inv, self.cross_ema, self.logdets, k)
+            return value, carrier, tf.constant(0, tf.int64)
 
         if fast:
             bound = self.max_correlation**2
-            tracked = self._tracked_correlations(update=ok if training else False)
+            tracked = lautum_covariance.tracked_correlations(self, update=ok if training else False)
             if training:
                 top = tf.reduce_max(tracked)
                 self.max_canonical_correlation.assign(tf.sqrt(tf.maximum(tf.cast(top, tf.float32), 0.0)))
@@ -704,67 +425,20 @@ class LautumRegularizer(keras.layers.Layer):
             value, carrier, exact_used = tf.cond(near, exact_path, fast_path)
         else:
             value, carrier, exact_used = exact_path()
-        carrier = omega * carrier / n
-        finite = tf.math.is_finite(value) & tf.math.is_finite(tf.stop_gradient(carrier))
+        finite, surrogate, value = lautum_covariance.surrogate_and_value(value, omega * carrier / n)
         if training:
             self.exact_steps.assign_add(exact_used)
             # (A non-finite batch was counted above.)
             self.nonfinite_count.assign_add(tf.cast(tf.logical_not(finite) & ok, tf.int64))
-        value = tf.cast(tf.where(finite, value, tf.zeros_like(value)), tf.float32)
-        carrier = tf.cast(tf.where(finite, carrier, tf.zeros_like(carrier)), tf.float32)
-        surrogate = carrier - tf.stop_gradient(carrier) + tf.stop_gradient(value)
-        return surrogate, tf.stop_gradient(value)
+        return surrogate, value
 
     def compute_output_spec(self, inputs, training=None):
         return (keras.KerasTensor(()), keras.KerasTensor(()))
 
     def get_config(self):
-        config = {
-            "num_outputs": self.num_outputs,
-            "ema_decay": self.ema_decay,
-            "mode": self.mode,
-            "refresh_every": self.refresh_every,
-            "projection_dim": self.projection_dim,
-            "max_correlation": self.max_correlation,
-            "precision": self.precision,
-            "seed": self.seed,
-            "input_shape_hint": self.input_shape_hint,
-            "cross_replica": self.cross_replica,
-        }
+        config = {name: getattr(self, name) for name in _CONFIG}
         base_config = super().get_config()
         return {**base_config, **config}
-
-
-def _canonical_signs(u):
-    """Eigenvectors are defined up to sign, and LAPACK and XLA pick differently: makes
-    each column's largest component positive, so every backend keeps the same state."""
-    pivot = tf.gather(tf.transpose(u), tf.argmax(tf.abs(u), axis=0), axis=1, batch_dims=1)
-    return u * tf.where(pivot < 0, -tf.ones_like(pivot), tf.ones_like(pivot))
-
-
-def _standard_normal(n, seed_generator):
-    """`n` standard normal draws (Box-Muller on `random_bits`): the same numbers in graph
-    mode, under XLA (where TensorFlow's own stateless generators draw others) and on every
-    replica of a strategy (their seed generators are mirrored)."""
-    bits = random_bits(2 * n, seed_generator)
-    uniform = (tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) + 0.5) / 2.0**24
-    radius = tf.sqrt(-2.0 * tf.math.log(uniform[:n]))
-    return radius * tf.cos((2.0 * np.pi) * uniform[n:])
-
-
-def _ledoit_wolf_coefficient(x, mean, scale, corr, chunk_size):
-    """Ledoit-Wolf shrinkage towards `mu I` of the correlation matrix (float64, chunked)."""
-    n, d = x.shape
-    mu = np.trace(corr) / d
-    delta = np.sum((corr - mu * np.eye(d)) ** 2) / d
-    beta = 0.0  # sum_ij sum_n z_ni^2 z_nj^2 = sum_n ||z_n||^4
-    for i in range(0, n, chunk_size):
-        z = (x[i : i + chunk_size].astype(np.float64) - mean) * scale
-        beta += np.sum(np.sum(z**2, axis=1) ** 2)
-    beta = (beta / n - np.sum(corr**2)) / (d * n)
-    if delta <= 0.0:
-        return 1.0
-    return float(min(max(beta, 0.0), delta) / delta)
 
 
 __all__ = ["LautumRegularizer"]
