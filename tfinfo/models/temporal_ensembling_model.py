@@ -253,13 +253,17 @@ class TemporalEnsemblingModel(ClassifierWrapper):
         loss = keras.losses.get(loss)
         return loss.call(y, logits) if isinstance(loss, keras.losses.Loss) else loss(y, logits)
 
-    def cross_entropy(self, y, logits):
-        """Mean CE of `(x, y)` batches (`evaluate` on plain batches): `loss`'s per-example values."""
-        return tf.reduce_mean(tf.cast(self.per_example_cross_entropy(y, logits), tf.float32))
+    def cross_entropy(self, y, logits, sample_weight=None):
+        """Mean CE of `(x, y)` batches (`evaluate` on plain batches): `loss`'s per-example
+        values, weighted by `sample_weight` (mean over the batch, as Keras reduces)."""
+        per_example = tf.reshape(tf.cast(self.per_example_cross_entropy(y, logits), tf.float32), [-1])
+        if sample_weight is not None:
+            per_example = per_example * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+        return tf.reduce_mean(per_example)
 
-    def replica_cross_entropy(self, y, logits):
+    def replica_cross_entropy(self, y, logits, sample_weight=None):
         # `loss` is not a compiled loss here, so nothing divided it by the replicas.
-        ce = self.cross_entropy(y, logits)
+        ce = self.cross_entropy(y, logits, sample_weight)
         return ce / tf.distribute.get_strategy().num_replicas_in_sync, ce
 
     def supervised_loss(self, y, logits, mask):
