@@ -130,13 +130,8 @@ class ClassifierWrapper(keras.Model):
         """
         return [m for m in super().metrics if m.name == "compile_metrics"]
 
-    @staticmethod
-    def unpack_batch(data):
-        """`(x, y, sample_weight)` of a batch; `sample_weight` is None when absent."""
-        return keras.utils.unpack_x_y_sample_weight(data)
-
     def test_step(self, data):
-        x, y, sample_weight = self.unpack_batch(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         logits = self.classifier(x, training=False)
         _, ce = self.replica_cross_entropy(y, logits, sample_weight)
         self.total_tracker.update_state(ce)

@@ -149,7 +149,7 @@ class LautumTransferModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
         return logits, inner.gradient(projected, x)
 
     def train_step(self, data):
-        (x_source, x_target), y_source, sample_weight = self.unpack_batch(data)
+        (x_source, x_target), y_source, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if self.resample_projection == "step":
             self.regularizer.resample_projection()
         replicas = tf.distribute.get_strategy().num_replicas_in_sync

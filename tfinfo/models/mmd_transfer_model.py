@@ -106,7 +106,7 @@ class MMDTransferModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
             raise ValueError(
                 "Expected the model to be compiled with `compile(...)` before training. Received: no optimizer"
             )
-        (x_source, x_target), y_source, sample_weight = self.unpack_batch(data)
+        (x_source, x_target), y_source, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.classifier.trainable_variables
         with tf.GradientTape() as tape:

@@ -264,7 +264,7 @@ class MutualInformationTransferModel(CriticOptimizerMixin, ClassifierWrapper):
 
     def train_step(self, data):
         self._check_compiled()
-        (x_source, x_target), y_source, sample_weight = self.unpack_batch(data)
+        (x_source, x_target), y_source, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if self.lautum_regularizer is not None and self.resample_projection == "step":
             self.lautum_regularizer.resample_projection()
         # The phase is chosen when the step is traced (`make_train_function` retraces when
