@@ -22,6 +22,7 @@ from tfinfo import critics  # noqa: E402
 from tfinfo import information  # noqa: E402
 from tfinfo import layers  # noqa: E402
 from tfinfo import models  # noqa: E402
+from tfinfo import penalties  # noqa: E402
 from tfinfo import regularizers  # noqa: E402
 
-__all__ = ["architectures", "callbacks", "critics", "information", "layers", "models", "regularizers"]
+__all__ = ["architectures", "callbacks", "critics", "information", "layers", "models", "penalties", "regularizers"]

@@ -8,6 +8,7 @@ from tfinfo.models.layer_by_layer import LayerByLayerResult
 from tfinfo.models.layer_by_layer import train_layer_by_layer
 from tfinfo.models.mmd_transfer_model import MMDTransferModel
 from tfinfo.models.mutual_information_transfer_model import MutualInformationTransferModel
+from tfinfo.models.regularized_transfer_model import RegularizedTransferModel
 from tfinfo.models.surrogate_bottleneck_model import SurrogateBottleneckModel
 from tfinfo.models.temporal_ensembling_model import TemporalEnsemblingModel
 
@@ -19,6 +20,7 @@ __all__ = [
     "LayerByLayerResult",
     "MMDTransferModel",
     "MutualInformationTransferModel",
+    "RegularizedTransferModel",
     "SurrogateBottleneckModel",
     "TemporalEnsemblingModel",
     "train_layer_by_layer",

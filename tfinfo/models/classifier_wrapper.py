@@ -1,5 +1,7 @@
 """The part every transfer model shares: it wraps a classifier and serves it alone."""
 
+import copy
+
 import keras
 import tensorflow as tf
 
@@ -73,7 +75,7 @@ class ClassifierWrapper(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        config = copy.deepcopy(config)  # Keras's deserialization edits nested configs in place
         for key in cls.nested_config_keys:
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
@@ -181,8 +183,23 @@ class CriticOptimizerMixin:
     default_critic_learning_rate = 1e-4
     scale_critic_loss = False
 
+    def has_critic(self):
+        """Whether the model trains a critic (a subclass may have none, e.g. for some terms)."""
+        return True
+
     def compile(self, optimizer="adam", critic_optimizer=None, **kwargs):
         """`Model.compile` plus `critic_optimizer` (default `Adam(1e-4)`) for the critic(s)."""
+        if not self.has_critic():
+            if critic_optimizer is not None:
+                raise ValueError(
+                    "Expected no `critic_optimizer` for a model without a critic. "
+                    f"Received: critic_optimizer={critic_optimizer!r}"
+                )
+            super().compile(optimizer=optimizer, **kwargs)
+            with self.distribute_strategy.scope():
+                if not self.optimizer.built:
+                    self.optimizer.build(self.classifier.trainable_variables)
+            return
         super().compile(optimizer=optimizer, **kwargs)
         if critic_optimizer is None:
             critic_optimizer = keras.optimizers.Adam(self.default_critic_learning_rate)
@@ -203,7 +220,7 @@ class CriticOptimizerMixin:
 
     def get_compile_config(self):
         config = super().get_compile_config()
-        if config and self.critic_optimizer is not None:
+        if config and getattr(self, "critic_optimizer", None) is not None:
             config["critic_optimizer"] = self._critic_optimizer_config
         return config
 
