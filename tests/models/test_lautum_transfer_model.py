@@ -135,7 +135,7 @@ def test_fit_before_adapt_is_refused_before_any_step():
     before = [v.numpy().copy() for v in classifier.trainable_variables]
     ds = tf.data.Dataset.from_tensor_slices(((xs, xt), ys)).batch(10)
     with pytest.raises(ValueError, match=r"Expected `adapt\(x_unlabeled\)` before `fit`.*Received: a "
-                       "LautumTransferModel whose regularizer was never adapted"):
+                       "LautumTransferModel whose lautum regularizer was never adapted"):
         model.fit(ds, epochs=1, verbose=0)
     for b, v in zip(before, classifier.trainable_variables):
         np.testing.assert_array_equal(b, v.numpy())

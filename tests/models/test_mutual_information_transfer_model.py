@@ -188,8 +188,8 @@ def test_lautum_proxy_mode_is_the_classifiers_mode_for_the_jacobian(proxy_traini
         tape.watch(x)
         projected = tf.reduce_sum(classifier(x, training=False) * model.lautum_regularizer.projection)
     expected = tape.gradient(projected, x).numpy()
-    _, w1 = model._target_forward(x)
-    _, w2 = model._target_forward(x)
+    _, w1 = model.target_forward(x)
+    _, w2 = model.target_forward(x)
     if proxy_training:  # dropout and input noise: two draws differ from each other
         assert not np.allclose(w1.numpy(), w2.numpy())
     else:
@@ -216,7 +216,7 @@ def test_bad_arguments_name_themselves():
 
 def _target_feature_mi(model, xt):
     """An independent estimate: a fresh separable critic on held-out (x_t, z_t) pairs."""
-    features = model._features_and_logits(xt, training=False)[0].numpy()
+    features = model.features(xt, training=False).numpy()
     x = xt.reshape(len(xt), -1)
     return estimate_mutual_information(x, features, estimator="smile", steps=400, batch_size=64, seed=0)
 

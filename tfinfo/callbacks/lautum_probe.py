@@ -63,14 +63,18 @@ class LautumProbe(keras.callbacks.Callback):
 
     def _parts(self):
         model = self.model
-        regularizer = getattr(model, "lautum_regularizer", None) or getattr(model, "regularizer", None)
-        if regularizer is None or not hasattr(regularizer, "estimate"):
+        candidates = [getattr(model, "lautum_regularizer", None), getattr(model, "regularizer", None)]
+        candidates += [getattr(term, "regularizer", None) for term in getattr(model, "terms", [])]
+        regularizer = next((r for r in candidates if r is not None and hasattr(r, "estimate")), None)
+        if regularizer is None:
             raise ValueError(
                 "Expected a model with a LautumRegularizer (`regularizer` or "
                 f"`lautum_regularizer`). Received: {type(model).__name__}"
             )
         classifier = getattr(model, "classifier", model)
-        return classifier, regularizer, bool(getattr(model, "proxy_training", True))
+        terms = [t for t in getattr(model, "terms", []) if getattr(t, "regularizer", None) is regularizer]
+        training = getattr(model, "proxy_training", terms[0].proxy_training if terms else True)
+        return classifier, regularizer, bool(training)
 
     def measure(self):
         """Returns `(value, null_value, max_correlation)` with the current weights."""

@@ -1,18 +1,16 @@
 """Pre-transfer training with Lautum regularization: `CE(source) - lambda * L(w; x_target)`."""
 
 import keras
-import tensorflow as tf
 
-from tfinfo.models.classifier_wrapper import ClassifierWrapper
-from tfinfo.models.classifier_wrapper import OptimizerBuiltAtCompileMixin
-from tfinfo.regularizers.lautum import LautumRegularizer
+from tfinfo.models.regularized_transfer_model import RegularizedTransferModel
+from tfinfo.penalties.lautum_penalty import LautumPenalty
 
 
 @keras.saving.register_keras_serializable(package="tfinfo")
-class LautumTransferModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
+class LautumTransferModel(RegularizedTransferModel):
     """Wraps a classifier; `fit` trains it on source labels while maximizing Lautum information.
 
-    Each training batch is `((x_source, x_target), y_source)`: labeled source images and
+    A `RegularizedTransferModel` with one `LautumPenalty`. Each training batch is `((x_source, x_target), y_source)`: labeled source images and
     as many unlabeled target images. The loss is
     `CE(y_source, f(x_source)) - lautum_weight * L(w; x_target)` where `w` is the input
     gradient of the randomly projected logits (double backprop) and `L` comes from a
@@ -76,116 +74,36 @@ class LautumTransferModel(OptimizerBuiltAtCompileMixin, ClassifierWrapper):
         proxy_training=True,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if resample_projection not in ("epoch", "step"):
-            raise ValueError(
-                "Expected `resample_projection` to be 'epoch' or 'step'. "
-                f"Received: resample_projection={resample_projection!r}"
-            )
-        self.classifier = classifier
-        input_shape = tuple(classifier.input_shape[1:])
-        num_outputs = int(classifier.output_shape[-1])
-        if regularizer is None:
-            regularizer = LautumRegularizer(num_outputs=num_outputs, input_shape_hint=input_shape)
-        if regularizer.num_outputs != num_outputs:
-            raise ValueError(
-                f"Expected a regularizer projecting {num_outputs} logits. "
-                f"Received: regularizer.num_outputs={regularizer.num_outputs}"
-            )
-        if not regularizer.built:
-            regularizer.build((None,) + input_shape)
-        self.regularizer = regularizer
-        self.lautum_weight = float(lautum_weight)
-        self.resample_projection = resample_projection
-        self.proxy_training = bool(proxy_training)
-        self.ce_tracker = keras.metrics.Mean(name="ce")
-        self.lautum_tracker = keras.metrics.Mean(name="lautum")
-        self.total_tracker = keras.metrics.Mean(name="loss")
-        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        self.bound_tracker = keras.metrics.Mean(name="bound_active")
-        self.shrinkage_tracker = keras.metrics.Mean(name="shrinkage")
-
-    def _trained_variables(self):
-        return self.classifier.trainable_variables
-
-    def adapt(self, x_unlabeled, **kwargs):
-        """Computes the target statistics (`Sigma_x`) once. See `LautumRegularizer.adapt`."""
-        self.regularizer.adapt(x_unlabeled, **kwargs)
-
-    def make_train_function(self, force=False):
-        # Refused before the first step (and before anything is written), rather than a
-        # regularizer that silently whitens with the identity.
-        if not bool(self.regularizer.adapted.numpy()):
-            raise ValueError(
-                "Expected `adapt(x_unlabeled)` before `fit` (it estimates the target "
-                "statistics Sigma_x). Received: a LautumTransferModel whose regularizer "
-                "was never adapted"
-            )
-        return super().make_train_function(force=force)
+        term = LautumPenalty(regularizer, lautum_weight, resample_projection, proxy_training)
+        super().__init__(classifier, terms=[term], **kwargs)
+        self.regularizer = term.regularizer
 
     @property
-    def metrics(self):
-        return [
-            self.total_tracker,
-            self.ce_tracker,
-            self.lautum_tracker,
-            self.accuracy_tracker,
-            self.bound_tracker,
-            self.shrinkage_tracker,
-        ] + self.compiled_metrics()
+    def lautum_weight(self):
+        return self.terms[0].weight
 
-    def jacobian_proxy(self, x, training=True):
-        """Returns `(logits, w)`: `w_i = d(r . f(x_i)) / d x_i` for each sample.
+    @lautum_weight.setter
+    def lautum_weight(self, value):
+        self.terms[0].weight = float(value)
 
-        The samples are independent through the network (no batch statistics), so the
-        gradient of the batch sum gives every per-sample gradient in one backward pass.
-        Call inside an outer `GradientTape` for the double backprop.
-        """
-        x = tf.cast(x, tf.float32)
-        with tf.GradientTape() as inner:
-            inner.watch(x)
-            logits = self.classifier(x, training=training)
-            projected = tf.reduce_sum(tf.cast(logits, tf.float32) * self.regularizer.projection)
-        return logits, inner.gradient(projected, x)
+    @property
+    def resample_projection(self):
+        return self.terms[0].resample_projection
 
-    def train_step(self, data):
-        (x_source, x_target), y_source, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if self.resample_projection == "step":
-            self.regularizer.resample_projection()
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        variables = self.classifier.trainable_variables
-        with tf.GradientTape() as tape:
-            logits = self.classifier(x_source, training=True)
-            # Divided by the number of replicas for the cross-replica gradient sum (as
-            # Keras divides compiled losses); `ce_value` is not.
-            ce, ce_value = self.replica_cross_entropy(y_source, logits, sample_weight)
-            _, w = self.jacobian_proxy(x_target, training=self.proxy_training)
-            # The regularizer all-gathers the replicas' batches: every replica holds the
-            # global value, and its gradient is summed over the replicas.
-            surrogate, lautum = self.regularizer((x_target, w), training=True)
-            loss = ce - self.lautum_weight * surrogate / replicas
-            scaled_loss = self.optimizer.scale_loss(loss)  # loss scaling under mixed precision
-        grads = tape.gradient(scaled_loss, variables)
-        # Double backprop leaves some variables (e.g. the last bias) without a gradient
-        # from the regularizer; they still get the CE gradient. Drop true Nones only.
-        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        self.optimizer.apply_gradients(pairs)
-        ce = ce_value
-        self.total_tracker.update_state(ce - self.lautum_weight * lautum)
-        self.ce_tracker.update_state(ce)
-        self.lautum_tracker.update_state(lautum)
-        self.accuracy_tracker.update_state(y_source, logits, sample_weight=sample_weight)
-        self.bound_tracker.update_state(self.regularizer.bound_active)
-        self.shrinkage_tracker.update_state(self.regularizer.shrinkage)
-        return self.compute_metrics(x_source, y_source, logits, sample_weight)
+    @property
+    def proxy_training(self):
+        return self.terms[0].proxy_training
+
+    @proxy_training.setter
+    def proxy_training(self, value):
+        self.terms[0].proxy_training = bool(value)
 
     def get_config(self):
-        config = {
+        return {
+            **self.base_config(),
             "classifier": keras.saving.serialize_keras_object(self.classifier),
             "regularizer": keras.saving.serialize_keras_object(self.regularizer),
             "lautum_weight": self.lautum_weight,
             "resample_projection": self.resample_projection,
             "proxy_training": self.proxy_training,
         }
-        base_config = super().get_config()
-        return {**base_config, **config}
