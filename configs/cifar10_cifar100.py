@@ -1,4 +1,8 @@
-"""Seed 000, section 5.3: CIFAR-10 -> CIFAR-100 classes 0,10,...,90 relabeled 0..9."""
+"""Seed 000, section 5.3: CIFAR-10 -> CIFAR-100 classes 0,10,...,90 relabeled 0..9.
+
+Both come from TFDS: prepared in `$TFDS_DATA_DIR` (default ~/tensorflow_datasets), or
+downloaded on the first run. Without network, see docs/datasets.md.
+"""
 
 from trainers.config import TransferConfig
 

@@ -1,6 +1,8 @@
 """Image data sources: data specs, `.npz` files, image folders and TFDS.
 
-Every loader returns an `ImageSplits`: uint8 NHWC images and int32 labels.
+Every loader returns an `ImageSplits`: uint8 NHWC images and int32 labels. The
+float images of one dataset share one scale, stated (`:scale=255` / `:scale=1`
+in a spec) or inferred from all of them together (`float_scale`).
 """
 
 from __future__ import annotations
@@ -9,15 +11,21 @@ import dataclasses
 import logging
 import numbers
 import os
+import re
 import zipfile
 
 import numpy as np
 
 from tfinfo.data.image_splits import ImageSplits
+from tfinfo.data.image_splits import check_class_count
+from tfinfo.data.image_splits import check_scale
 from tfinfo.data.image_splits import check_seed
+from tfinfo.data.image_splits import float_scale
 from tfinfo.data.image_splits import stratified_indices
+from tfinfo.data.image_splits import validate_image_arrays
 from tfinfo.data.image_splits import validate_images
 from tfinfo.data.image_splits import validate_labels
+from tfinfo.data.tfds_loader import load_tfds
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +34,11 @@ _SPEC_ERROR = (
     "'tfds:NAME[:classes=...]'. Received: spec={spec!r}"
 )
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-_TFDS_BATCH_SIZE = 1024
+# A trailing `:scale=...` of an `npz:` or `dir:` spec (a path may hold colons).
+_PATH_OPTION = re.compile(r"^(?P<path>.+):scale=(?P<scale>[^:/\\]*)$")
 
 
-def load_npz(path) -> ImageSplits:
+def load_npz(path, *, scale=None) -> ImageSplits:
     """Loads `x_train, y_train, x_test, y_test` from an `.npz` file.
 
     The file is read with `allow_pickle=False`: object arrays are refused and
@@ -38,13 +47,16 @@ def load_npz(path) -> ImageSplits:
     Args:
         path: path of the `.npz` file. Images are `(N, H, W)` or
             `(N, H, W, C)`, uint8 or float (in [0, 1] or [0, 255]).
+        scale: `None` (infer one scale from `x_train` and `x_test`
+            together), 255 (float images in [0, 1]) or 1 (floats in 0..255).
 
     Returns:
         An `ImageSplits` with `num_classes = max label + 1`.
 
     Raises:
         ValueError: if the file is missing or unreadable, lacks an array,
-            holds an object array, or any array fails validation.
+            holds an object array, any array fails validation, or the float
+            images have an ambiguous range (e.g. a maximum of 1.02).
 
     Example:
 
@@ -82,8 +94,9 @@ def load_npz(path) -> ImageSplits:
                 raise ValueError(f"Expected `{key}` in {path} to be a readable array. "
                                  f"Received: {type(e).__name__}: {e}") from e
     ranks = {k: arrays[k].ndim for k in ("x_train", "x_test")}
-    x_train = validate_images(arrays["x_train"], name=f"`x_train` in {path}")
-    x_test = validate_images(arrays["x_test"], name=f"`x_test` in {path}")
+    x_train, x_test = validate_image_arrays(
+        {f"`x_train` in {path}": arrays["x_train"], f"`x_test` in {path}": arrays["x_test"]},
+        dataset=f"npz:{path}", scale=scale).values()
     if ranks["x_train"] != ranks["x_test"] or x_train.shape[1:] != x_test.shape[1:]:
         raise ValueError(f"Expected `x_test` in {path} to have the image shape of `x_train` "
                          f"{arrays['x_train'].shape[1:]}. Received: {arrays['x_test'].shape[1:]}")
@@ -143,8 +156,10 @@ def _read_image_folder(folder: str, class_names: list[str]) -> _Folder:
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
                 out.unreadable[cls] += 1
                 continue
-            if pixels.dtype != np.uint8:  # readable, but not 8- or 16-bit: check the range
+            if pixels.dtype.kind in "iu" and pixels.dtype != np.uint8:  # 32-bit integers
                 pixels = validate_images(pixels[np.newaxis], name=f"`{fpath}`")[0, ..., 0]
+            elif pixels.dtype.kind == "f":  # scaled later, with all float files together
+                validate_images(pixels[np.newaxis], name=f"`{fpath}`", scale=1)
             out.images.append(pixels)
             out.labels.append(label)
             out.files.append(fpath)
@@ -156,6 +171,21 @@ def _read_image_folder(folder: str, class_names: list[str]) -> _Folder:
         raise ValueError(f"Expected at least one readable image in every class folder of "
                          f"{folder}. Received: none in {found}")
     return out
+
+
+def _scale_float_images(folders: dict, scale, path: str) -> None:
+    """Converts the float images of `{folder: _Folder}` to uint8 in place, with one
+    scale for all of them."""
+    ranges = {}
+    for folder, read in folders.items():
+        floats = [a for a in read.images if a.dtype.kind == "f"]
+        if floats:
+            ranges[f"the float image files of {folder}"] = (
+                min(float(a.min()) for a in floats), max(float(a.max()) for a in floats))
+    factor = float_scale(ranges, scale=scale, dataset=f"dir:{path}")
+    for read in folders.values():
+        read.images = [np.rint(a.astype(np.float32) * np.float32(factor)).clip(0, 255).astype(
+            np.uint8) if a.dtype.kind == "f" else a for a in read.images]
 
 
 def _stack_images(images: list, files: list, path: str) -> np.ndarray:
@@ -178,7 +208,8 @@ def _class_dirs(folder: str) -> list[str]:
                   if not d.startswith(".") and os.path.isdir(os.path.join(folder, d)))
 
 
-def load_image_dir(path, *, seed: int = 0, test_fraction: float = 0.2) -> ImageSplits:
+def load_image_dir(path, *, seed: int = 0, test_fraction: float = 0.2,
+                   scale=None) -> ImageSplits:
     """Loads a folder with one subfolder of image files per class.
 
     Classes are the sorted subfolder names (e.g. `A`..`J`). If `path/train`
@@ -188,12 +219,14 @@ def load_image_dir(path, *, seed: int = 0, test_fraction: float = 0.2) -> ImageS
     notMNIST archive has some: empty, truncated or not images at all) are
     skipped, counted and logged as a warning; a class folder without any
     readable image is an error. 16-bit gray images are mapped onto 0..255;
-    32-bit integer or float images must hold values in [0, 255] (or [0, 1]).
+    32-bit integer images must hold values in 0..255; 32-bit float images share
+    one scale, [0, 1] or 0..255, decided over all of them (`float_scale`).
 
     Args:
         path: the folder.
         seed: seed of the train/test split.
         test_fraction: held-out fraction when there is no `test` folder.
+        scale: `None` (infer), 255 (float files in [0, 1]) or 1 (0..255).
 
     Returns:
         An `ImageSplits` (gray images get one channel, color images three)
@@ -216,7 +249,10 @@ def load_image_dir(path, *, seed: int = 0, test_fraction: float = 0.2) -> ImageS
         raise ValueError("Expected `test_fraction` in (0, 1). "
                          f"Received: test_fraction={test_fraction!r}")
     if not os.path.isdir(path):
-        raise ValueError(f"Expected an existing image folder. Received: path={path!r}")
+        where = "" if os.path.isabs(path) else f", {os.path.abspath(path)}"
+        raise ValueError(f"Expected an existing image folder (one subfolder of images per "
+                         f"class; see docs/datasets.md). Received: path={path!r}{where} "
+                         "does not exist")
     train_dir, test_dir = os.path.join(path, "train"), os.path.join(path, "test")
     root = train_dir if os.path.isdir(train_dir) else path
     classes = _class_dirs(root)
@@ -230,11 +266,13 @@ def load_image_dir(path, *, seed: int = 0, test_fraction: float = 0.2) -> ImageS
     if root == train_dir and os.path.isdir(test_dir):
         test = _read_image_folder(test_dir, classes)
         skipped += test.skipped
+        _scale_float_images({root: train, test_dir: test}, scale, path)
         x = _stack_images(train.images + test.images, train.files + test.files, path)
         x_train, x_test = x[:len(train.images)], x[len(train.images):]
         y_train = np.asarray(train.labels, np.int32)
         y_test = np.asarray(test.labels, np.int32)
     else:
+        _scale_float_images({root: train}, scale, path)
         x, y = _stack_images(train.images, train.files, path), np.asarray(train.labels, np.int32)
         train_idx, test_idx = stratified_indices(y, test_fraction, seed)
         if not len(test_idx):
@@ -262,79 +300,49 @@ def _parse_classes(value: str, spec: str) -> list[int]:
     return classes
 
 
-def _check_class_ids(classes: list[int], num_classes: int, name: str) -> None:
-    bad = [c for c in classes if not 0 <= c < num_classes]
-    if bad:
-        raise ValueError(f"Expected class ids in 0..{num_classes - 1} for tfds:{name}. "
-                         f"Received: classes={classes} (out of range: {bad})")
+def _split_path_option(rest: str, spec) -> tuple[str, int | None]:
+    """`PATH` and the stated scale of `PATH[:scale=1|255]`."""
+    match = _PATH_OPTION.match(rest)
+    if not match:
+        return rest, None
+    return match["path"], _spec_scale(match["scale"], spec)
 
 
-def load_tfds(name: str, *, classes: list[int] | None = None,
-              data_dir: str | None = None) -> ImageSplits:
-    """Loads the `train` and `test` splits of a TFDS image dataset.
-
-    Args:
-        name: the TFDS name, e.g. `"mnist"` or `"cifar100"`.
-        classes: optional subset of class ids, relabeled `0..K-1` in order.
-        data_dir: optional TFDS data directory.
-
-    Returns:
-        An `ImageSplits`.
-
-    Raises:
-        ValueError: for an unknown dataset name, a class id out of range
-            (checked before any data are read when the dataset's info knows
-            its classes), a split without examples (of the chosen classes),
-            or data that fail validation.
-
-    Example:
-
-    >>> splits = load_tfds("cifar100", classes=[0, 10, 20])
-    """
-    import tensorflow_datasets as tfds
-
+def _spec_scale(value: str, spec) -> int:
     try:
-        datasets, info = tfds.load(
-            name, split=["train", "test"], batch_size=_TFDS_BATCH_SIZE,
-            as_supervised=True, with_info=True, data_dir=data_dir, shuffle_files=False,
-        )
-    except tfds.core.registered.DatasetNotFoundError as e:
-        raise ValueError("Expected the name of a registered TFDS dataset, e.g. 'mnist' or "
-                         f"'cifar100'. Received: name={name!r} (not found)") from e
-    try:
-        num_classes = int(info.features[info.supervised_keys[1]].num_classes)
-    except (AttributeError, KeyError, TypeError, IndexError):
-        num_classes = None  # unknown until the labels are read
-    if classes is not None and num_classes is not None:
-        _check_class_ids(classes, num_classes, name)  # before reading any data
-    arrays = []
-    for split, ds in zip(("train", "test"), datasets):
-        batches = list(tfds.as_numpy(ds))
-        if not batches:
-            raise ValueError(f"Expected examples in the {split} split of tfds:{name}. "
-                             "Received: none")
-        x = validate_images(np.concatenate([b[0] for b in batches]),
-                            name=f"`{split}` images of tfds:{name}")
-        y = validate_labels(np.concatenate([b[1] for b in batches]),
-                            num_images=len(x), name=f"`{split}` labels of tfds:{name}")
-        if num_classes is not None and y.max() >= num_classes:
-            raise ValueError(f"Expected `{split}` labels of tfds:{name} in 0..{num_classes - 1} "
-                             f"(its `num_classes`). Received: labels containing {y.max()}")
-        arrays += [x, y]
-    if num_classes is None:
-        num_classes = int(max(arrays[1].max(), arrays[3].max())) + 1
-    if classes is not None:
-        _check_class_ids(classes, num_classes, name)
-        lut = np.full(num_classes, -1, np.int32)
-        lut[classes] = np.arange(len(classes), dtype=np.int32)
-        for i, split in ((0, "train"), (2, "test")):
-            keep = lut[arrays[i + 1]] >= 0
-            if not keep.any():
-                raise ValueError(f"Expected examples of classes {classes} in the {split} split "
-                                 f"of tfds:{name}. Received: none among {len(keep)} examples")
-            arrays[i], arrays[i + 1] = arrays[i][keep], lut[arrays[i + 1][keep]]
-        num_classes = len(classes)
-    return ImageSplits(*arrays, num_classes=num_classes, name=name, original_rank=4)
+        return check_scale(value)
+    except ValueError:
+        raise ValueError("Expected ':scale=255' (float pixel values in [0, 1]) or ':scale=1' "
+                         f"(float pixel values in 0..255) in a data spec. Received: spec={spec!r}"
+                         ) from None
+
+
+def _load(spec, text: str, role: str, seed: int, cache_dir) -> ImageSplits:
+    from tfinfo.data.embedded import load_embedded
+
+    prefix, _, rest = text.partition(":")
+    if prefix == "embedded":
+        chosen = rest or role
+        if chosen not in ("source", "target"):
+            raise ValueError(_SPEC_ERROR.format(spec=spec))
+        return load_embedded(chosen, seed=seed, cache_dir=cache_dir)
+    if prefix in ("npz", "dir", "tfds") and not rest:
+        raise ValueError(_SPEC_ERROR.format(spec=spec))
+    if prefix in ("npz", "dir"):
+        path, scale = _split_path_option(rest, spec)
+        if prefix == "npz":
+            return load_npz(os.path.expanduser(path), scale=scale)
+        return load_image_dir(os.path.expanduser(path), seed=seed, scale=scale)
+    if prefix == "tfds":
+        parts = rest.split(":")
+        options = dict(p.split("=", 1) for p in parts if "=" in p)
+        if set(options) - {"classes", "scale"}:
+            raise ValueError(_SPEC_ERROR.format(spec=spec))
+        classes = _parse_classes(options["classes"], spec) if "classes" in options else None
+        scale = _spec_scale(options["scale"], spec) if "scale" in options else None
+        return load_tfds(":".join(p for p in parts if "=" not in p), classes=classes,
+                         scale=scale)
+    raise ValueError(_SPEC_ERROR.format(spec=spec))
 
 
 def load_spec(spec: str | None, *, role: str = "source", seed: int = 0,
@@ -344,45 +352,33 @@ def load_spec(spec: str | None, *, role: str = "source", seed: int = 0,
     Args:
         spec: `None` or `"embedded"` (the embedded default of `role`),
             `"embedded:source"`, `"embedded:target"`, `"npz:PATH"`,
-            `"dir:PATH"` or `"tfds:NAME[:classes=0,10,20]"`.
+            `"dir:PATH"` or `"tfds:NAME[:classes=0,10,20]"`. `npz:`, `dir:`
+            and `tfds:` specs take a trailing `:scale=255` (float images in
+            [0, 1]) or `:scale=1` (float images in 0..255); without it one
+            scale is inferred from all float images of the dataset. `tfds:`
+            reads `$TFDS_DATA_DIR` (default `~/tensorflow_datasets`).
         role: `"source"` (embedded digits) or `"target"` (embedded letters).
         seed: seed of generated data and of train/test splits.
         cache_dir: cache folder of the embedded data.
 
     Returns:
-        An `ImageSplits`.
+        An `ImageSplits` with at least 2 classes in its training labels.
 
     Raises:
-        ValueError: for an unknown spec or role, or invalid data.
+        ValueError: for an unknown spec or role, invalid data, a TFDS
+            dataset neither prepared nor downloadable, or training labels of
+            fewer than 2 classes.
 
     Example:
 
     >>> source = load_spec("tfds:mnist")
     >>> target = load_spec("dir:/data/notMNIST_small", role="target")
     """
-    from tfinfo.data.embedded import load_embedded
-
     if role not in ("source", "target"):
         raise ValueError(f"Expected role 'source' or 'target'. Received: role={role!r}")
     text = "embedded" if spec is None else str(spec).strip()
-    prefix, _, rest = text.partition(":")
-    if prefix == "embedded":
-        chosen = rest or role
-        if chosen not in ("source", "target"):
-            raise ValueError(_SPEC_ERROR.format(spec=spec))
-        return load_embedded(chosen, seed=seed, cache_dir=cache_dir)
-    if prefix in ("npz", "dir", "tfds") and not rest:
-        raise ValueError(_SPEC_ERROR.format(spec=spec))
-    if prefix == "npz":
-        return load_npz(os.path.expanduser(rest))
-    if prefix == "dir":
-        return load_image_dir(os.path.expanduser(rest), seed=seed)
-    if prefix == "tfds":
-        parts = rest.split(":")
-        options = dict(p.split("=", 1) for p in parts if "=" in p)
-        unknown = set(options) - {"classes"}
-        if unknown:
-            raise ValueError(_SPEC_ERROR.format(spec=spec))
-        classes = _parse_classes(options["classes"], spec) if "classes" in options else None
-        return load_tfds(":".join(p for p in parts if "=" not in p), classes=classes)
-    raise ValueError(_SPEC_ERROR.format(spec=spec))
+    splits = _load(spec, text, role, seed, cache_dir)
+    if text.partition(":")[0] != "embedded":  # the embedded sets have 10 classes by making
+        check_class_count(splits.y_train, num_classes=splits.num_classes,
+                          what=f"the {role} ({text})")
+    return splits

@@ -104,7 +104,7 @@ def labeled_unlabeled_split(
         remaining images, and their sorted indices into `x`.
 
     Raises:
-        ValueError: if `num_labeled` is not an integer in
+        ValueError: if `num_classes < 2`, `num_labeled` is not an integer in
             `num_classes..N-1` (every class must get a labeled image and at
             least one image must stay unlabeled), a label is not an integer
             in `0..num_classes-1`, a class has no training image at all, or
@@ -122,6 +122,9 @@ def labeled_unlabeled_split(
     y = _check_pipeline_labels(y, len(x), "y", "target training image")
     num_labeled = _check_count(num_labeled, "labeled")
     num_classes = _check_count(num_classes, "num_classes")
+    if num_classes < 2:  # one class: a perfect, meaningless score
+        raise ValueError("Expected at least 2 classes in the target training labels to train "
+                         f"a classifier. Received: num_classes={num_classes}")
     seed = check_seed(seed)
     if num_labeled > len(x):
         raise ValueError(
