@@ -4,11 +4,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfinfo.regularizers import lautum_checks
 from tfinfo.regularizers import lautum_covariance
 from tfinfo.regularizers import lautum_statistics
 
-_MODES = ("exact", "fast")
-_PRECISIONS = ("float64", "float32")
 _CONFIG = (  # get_config's keys, in order
     "num_outputs", "ema_decay", "mode", "refresh_every", "projection_dim",
     "max_correlation", "precision", "seed", "input_shape_hint", "cross_replica",
@@ -68,7 +67,10 @@ class LautumRegularizer(keras.layers.Layer):
     policy; a non-finite value contributes nothing and is counted in
     `nonfinite_count`.
 
-    Misuse is refused: `adapt` on a constant or degenerate target set (Expected ...
+    Misuse is refused: a bad constructor argument, inputs that are not a pair `(x, w)`
+    of one shape with the number of features per sample the layer was built or adapted
+    for (a `ValueError` naming the argument, see `lautum_checks`; static shapes only),
+    `adapt` on a constant or degenerate target set (Expected ...
     Received), a call before `adapt` and a batch of 1 (a `ValueError` when the batch
     size is static, else a `tf.debugging` assertion; XLA drops assertions, so under
     `jit_compile` only the static check remains). A non-finite batch leaves the state
@@ -139,33 +141,11 @@ class LautumRegularizer(keras.layers.Layer):
         # Inputs in float32 whatever the global policy (the statistics are in `precision`).
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if mode not in _MODES:
-            raise ValueError(f"Expected `mode` to be one of {_MODES}. Received: mode={mode!r}")
-        if precision not in _PRECISIONS:
-            raise ValueError(f"Expected `precision` to be one of {_PRECISIONS}. Received: precision={precision!r}")
-        if not 0.0 < float(ema_decay) < 1.0:
-            raise ValueError(f"Expected `ema_decay` in (0, 1). Received: ema_decay={ema_decay}")
-        if not 0.0 < float(max_correlation) < 1.0:
-            raise ValueError(
-                f"Expected `max_correlation` in (0, 1). Received: max_correlation={max_correlation}"
-            )
-        if int(num_outputs) < 1:
-            raise ValueError(f"Expected `num_outputs` >= 1. Received: num_outputs={num_outputs}")
-        if refresh_every is not None and int(refresh_every) < 1:
-            raise ValueError(f"Expected `refresh_every` >= 1. Received: refresh_every={refresh_every}")
-        if projection_dim is not None and int(projection_dim) < 1:
-            raise ValueError(f"Expected `projection_dim` >= 1. Received: projection_dim={projection_dim}")
-        self.num_outputs = int(num_outputs)
-        self.ema_decay = float(ema_decay)
-        self.mode = mode
-        self.refresh_every = None if refresh_every is None else int(refresh_every)
-        self.projection_dim = None if projection_dim is None else int(projection_dim)
-        self.max_correlation = float(max_correlation)
-        self.precision = precision
-        self.seed = seed
-        self.input_shape_hint = None if input_shape_hint is None else tuple(input_shape_hint)
-        self.cross_replica = bool(cross_replica)
-        self._seed_generator = keras.random.SeedGenerator(seed)
+        checked = lautum_checks.check_constructor(num_outputs, ema_decay, mode, refresh_every, projection_dim,
+                                                  max_correlation, precision, seed, input_shape_hint, cross_replica)
+        for name, value in checked.items():  # the names of _CONFIG
+            setattr(self, name, value)
+        self._seed_generator = keras.random.SeedGenerator(self.seed)
         if self.input_shape_hint is not None:
             self.build((None,) + self.input_shape_hint)
 
@@ -188,9 +168,7 @@ class LautumRegularizer(keras.layers.Layer):
     def build(self, input_shape):
         if self.built:
             return
-        if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(input_shape[0], (list, tuple)):
-            input_shape = input_shape[0]
-        d = int(np.prod(input_shape[1:]))
+        d = int(np.prod(lautum_checks.build_sample_shape(input_shape)))
         if self.projection_dim is not None and self.projection_dim > d:
             raise ValueError(
                 f"Expected `projection_dim` <= the input dimension {d}. "
@@ -266,15 +244,11 @@ class LautumRegularizer(keras.layers.Layer):
                 in the same units the network receives (e.g. raw 0..255 pixels).
             chunk_size: rows processed at once (float64).
         """
-        x = np.asarray(x_unlabeled)
-        if x.ndim < 2 or x.shape[0] < 2:
-            raise ValueError(
-                "Expected at least 2 unlabeled target inputs to estimate Sigma_x. "
-                f"Received: x_unlabeled.shape={x.shape}"
-            )
-        x = x.reshape(x.shape[0], -1)
+        x = lautum_checks.check_unlabeled(x_unlabeled, self.input_dim if self.built else None)
+        chunk_size = lautum_checks.check_integer("chunk_size", chunk_size, 1)
         if not self.built:
-            self.build((None,) + tuple(np.asarray(x_unlabeled).shape[1:]))
+            self.build((None,) + x.shape[1:])
+        x = x.reshape(x.shape[0], -1)
         stats = lautum_statistics.target_statistics(x, self.input_dim, chunk_size, self.projection_dim)
         self.x_mean.assign(stats["mean"])
         self.x_scale.assign(stats["scale"])
@@ -333,6 +307,7 @@ class LautumRegularizer(keras.layers.Layer):
             `(value, max_correlation)`: float32 scalar tensors (nats, and the largest
             canonical correlation).
         """
+        x, w = lautum_checks.check_pair((x, w), self.input_dim)
         xt, wt = self._features(tf.cast(x, tf.float32), tf.cast(w, tf.float32))
         dtype = self._pdtype
         z = tf.cast(tf.concat([xt, wt], axis=1), dtype)
@@ -345,8 +320,12 @@ class LautumRegularizer(keras.layers.Layer):
         """Smallest identity weight kept in `J` (see `lautum_covariance.prior_floor`)."""
         return lautum_covariance.prior_floor(batch_size, self.feature_dim, self.ema_decay, self._pdtype)
 
+    def __call__(self, inputs, *args, **kwargs):
+        lautum_checks.check_pair(inputs, self.input_dim if self.built else None)  # before Keras builds
+        return super().__call__(inputs, *args, **kwargs)
+
     def call(self, inputs, training=None):
-        x, w = inputs
+        x, w = lautum_checks.check_pair(inputs, self.input_dim)
         x, w = tf.cast(x, tf.float32), tf.cast(w, tf.float32)
         if x.shape.rank is not None and x.shape[0] is not None and x.shape[0] < 2:
             raise ValueError(
