@@ -51,6 +51,11 @@ flags.DEFINE_enum("strategy", "none", ["none", "mirrored", "multi_worker"],
 flags.DEFINE_integer("devices", None, "With --strategy mirrored: number of local devices.")
 
 
+_NUMERIC_FLAGS = ("epochs", "readout_epochs", "batch_size", "learning_rate", "critic_learning_rate", "weight_decay",
+                  "alpha", "beta", "gamma", "noise_variance", "critic_steps", "plane_noise_variance",
+                  "plane_samples", "plane_every", "seed")
+
+
 def main(argv):
     from absl import logging as absl_logging
 
@@ -58,18 +63,21 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from trainers.distributed import make_strategy
+    from trainers.ib_pipeline import check_ib_flags
     from trainers.ib_pipeline import run_ib
 
+    from tfinfo.callbacks.information_plane import INFORMATION_PLANE_ESTIMATORS
+
+    numeric = {name: FLAGS[name].value for name in _NUMERIC_FLAGS}
     try:
+        # Every flag first: nothing is trained, created or written for a bad one.
+        check_ib_flags(FLAGS.workdir, FLAGS.objective, FLAGS.hidden, INFORMATION_PLANE_ESTIMATORS,
+                       strategy=FLAGS.strategy, devices=FLAGS.devices, verbose=FLAGS.verbose,
+                       x_critic=FLAGS.x_critic, estimator=FLAGS.estimator, **numeric)
         strategy = make_strategy(FLAGS.strategy, FLAGS.devices)  # before any op
-        results = run_ib(
-            FLAGS.workdir, FLAGS.objective, data=FLAGS.data, hidden=FLAGS.hidden, epochs=FLAGS.epochs,
-            readout_epochs=FLAGS.readout_epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-            critic_learning_rate=FLAGS.critic_learning_rate, weight_decay=FLAGS.weight_decay, alpha=FLAGS.alpha,
-            beta=FLAGS.beta, gamma=FLAGS.gamma, noise_variance=FLAGS.noise_variance, critic_steps=FLAGS.critic_steps,
-            x_critic=FLAGS.x_critic, estimator=FLAGS.estimator, plane_noise_variance=FLAGS.plane_noise_variance,
-            plane_samples=FLAGS.plane_samples, plane_every=FLAGS.plane_every, seed=FLAGS.seed,
-            verbose=FLAGS.verbose, strategy=strategy)
+        results = run_ib(FLAGS.workdir, FLAGS.objective, data=FLAGS.data, hidden=FLAGS.hidden,
+                         x_critic=FLAGS.x_critic, estimator=FLAGS.estimator, verbose=FLAGS.verbose,
+                         strategy=strategy, **numeric)
     except ValueError as error:
         print(f"tfinfo-ib: error: {error}", file=sys.stderr)
         return 2
@@ -79,9 +87,18 @@ def main(argv):
     return 0
 
 
+def _parse_flags(argv):
+    """absl's flag parsing, with a bad flag value reported like any bad input (exit code 2)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        print(f"tfinfo-ib: error: Expected valid flags (see --helpshort). Received: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
 def run():
     """Console-script entry point."""
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,87 @@
 """The `tfinfo-ib` job as a function: data -> MLP -> objective -> information plane -> outputs."""
 
 import json
+import math
+import numbers
 import os
 import time
 
 OBJECTIVES = ("ce", "ce_weight_decay", "ib_end_to_end", "ib_layerwise", "surrogate_l2", "surrogate_logvar",
               "surrogate_cond_logvar")
+X_CRITICS = ("mine", "aa_mine")
+_INT_MINIMUM = {"epochs": 1, "readout_epochs": 1, "batch_size": 1, "critic_steps": 1, "plane_samples": 2,
+                "plane_every": 1, "seed": 0}
+# (minimum, whether the minimum itself is allowed) of the float flags.
+_FLOAT_MINIMUM = {"learning_rate": (0.0, False), "critic_learning_rate": (0.0, False), "weight_decay": (0.0, True),
+                  "alpha": (0.0, True), "beta": (0.0, True), "gamma": (0.0, True), "noise_variance": (0.0, False),
+                  "plane_noise_variance": (0.0, False)}
+
+
+def _received(name, value):
+    return f"Received: --{name}={value!r}"
+
+
+def check_ib_flags(workdir, objective, hidden, estimators, strategy="none", devices=None, verbose=0, **numbers_):
+    """Checks every argument of `run_ib` (the flags of `tfinfo-ib`) without touching the data,
+    TensorFlow's runtime or the file system.
+
+    Args:
+        workdir, objective, hidden, strategy, devices, verbose: as the flags.
+        estimators: the information-plane estimators allowed (`estimator` is among `numbers_`).
+        **numbers_: the other flags by name (`epochs=10, learning_rate=1e-3, ...`).
+
+    Returns:
+        `hidden` as a list of ints.
+
+    Raises:
+        ValueError: "Expected `--flag` ... Received: --flag=..." for the first bad flag.
+    """
+    if not isinstance(workdir, str) or not workdir.strip():
+        raise ValueError(f"Expected `--workdir` to be a folder path. {_received('workdir', workdir)}")
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"Expected `--workdir` to be a folder (new or existing). {_received('workdir', workdir)}, "
+                         "an existing file")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"Expected `--objective` to be one of {list(OBJECTIVES)}. {_received('objective', objective)}")
+    x_critic, estimator = numbers_.pop("x_critic"), numbers_.pop("estimator")
+    if x_critic not in X_CRITICS:
+        raise ValueError(f"Expected `--x_critic` to be one of {list(X_CRITICS)}. {_received('x_critic', x_critic)}")
+    if estimator not in estimators:
+        raise ValueError(f"Expected `--estimator` to be one of {list(estimators)}. {_received('estimator', estimator)}")
+    try:
+        widths = [int(str(h).strip()) for h in hidden]
+    except ValueError:
+        widths = []
+    if not widths or min(widths) < 1:
+        raise ValueError(f"Expected `--hidden` to be positive integers, e.g. 256,128. "
+                         f"Received: --hidden={','.join(map(str, hidden))!r}")
+    for name, value in numbers_.items():
+        if name in _INT_MINIMUM:
+            low = _INT_MINIMUM[name]
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"Expected `--{name}` to be an integer >= {low}. {_received(name, value)}")
+        elif name in _FLOAT_MINIMUM:
+            low, closed = _FLOAT_MINIMUM[name]
+            if value is None and name == "plane_noise_variance":
+                continue
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok or value < low or (value == low and not closed):
+                raise ValueError(f"Expected `--{name}` to be a finite number {'>=' if closed else '>'} {low:g}. "
+                                 f"{_received(name, value)}")
+        else:
+            raise ValueError(f"Expected flags among {sorted({**_INT_MINIMUM, **_FLOAT_MINIMUM})}. "
+                             f"Received: {name}={value!r}")
+    if numbers_.get("seed", 0) >= 2**32:
+        raise ValueError(f"Expected `--seed` to be an integer < 2**32. {_received('seed', numbers_['seed'])}")
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise ValueError(f"Expected `--verbose` to be 0, 1 or 2. {_received('verbose', verbose)}")
+    if devices is not None:
+        if strategy != "mirrored":
+            raise ValueError(f"Expected `--devices` only with --strategy mirrored. {_received('devices', devices)} "
+                             f"with --strategy={strategy}")
+        if isinstance(devices, bool) or not isinstance(devices, numbers.Integral) or devices < 1:
+            raise ValueError(f"Expected `--devices` to be an integer >= 1. {_received('devices', devices)}")
+    return widths
 
 
 def build_mlp(input_shape, num_classes, hidden, *, weight_decay=0.0, zero_entropy_noise=False, seed=0):
@@ -37,7 +113,8 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
     """Trains with `objective`, measures the information plane, writes the outputs.
 
     `strategy` (a `tf.distribute.Strategy`, default one device) is the scope the models
-    are built and trained in; `batch_size` is the global batch. Under
+    are built and trained in; `batch_size` is the global batch. Every argument is
+    checked (`check_ib_flags`, then the data) before any training or file writing. Under
     `MultiWorkerMirroredStrategy` the fit is `trainers.distributed.fit`'s custom loop
     (not for `ib_layerwise`, whose stages use `model.fit`).
     """
@@ -58,27 +135,22 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
     from tfinfo.regularizers import ConditionalLogVarianceRegularizer
     from tfinfo.regularizers import LogVarianceRegularizer
 
-    if objective not in OBJECTIVES:
-        raise ValueError(f"Expected --objective to be one of {list(OBJECTIVES)}. Received: objective={objective!r}")
-    if x_critic not in ("mine", "aa_mine"):
-        raise ValueError(f"Expected --x_critic to be one of ['mine', 'aa_mine']. Received: x_critic={x_critic!r}")
-    if estimator not in INFORMATION_PLANE_ESTIMATORS:
-        raise ValueError(f"Expected --estimator to be one of {list(INFORMATION_PLANE_ESTIMATORS)}. "
-                         f"Received: estimator={estimator!r}")
-    try:
-        hidden = [int(h) for h in hidden]
-    except ValueError:
-        raise ValueError(f"Expected --hidden to be positive integers. Received: hidden={list(hidden)}") from None
-    if not hidden or min(hidden) < 1:
-        raise ValueError(f"Expected --hidden to be positive integers. Received: hidden={list(hidden)}")
-    if int(epochs) < 1:
-        raise ValueError(f"Expected --epochs >= 1. Received: epochs={epochs}")
+    hidden = check_ib_flags(
+        workdir, objective, hidden, INFORMATION_PLANE_ESTIMATORS, verbose=verbose, epochs=epochs,
+        readout_epochs=readout_epochs, batch_size=batch_size, learning_rate=learning_rate,
+        critic_learning_rate=critic_learning_rate, weight_decay=weight_decay, alpha=alpha, beta=beta, gamma=gamma,
+        noise_variance=noise_variance, critic_steps=critic_steps, x_critic=x_critic, estimator=estimator,
+        plane_noise_variance=plane_noise_variance, plane_samples=plane_samples, plane_every=plane_every, seed=seed)
     strategy = strategy or tf.distribute.get_strategy()
     if objective == "ib_layerwise" and is_multi_worker(strategy):
-        raise ValueError("Expected --strategy none or mirrored for ib_layerwise. Received: strategy=multi_worker")
+        raise ValueError("Expected `--strategy` none or mirrored for ib_layerwise. Received: --strategy=multi_worker")
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
-    splits = load_spec(data, role="source", seed=seed)
+    try:
+        splits = load_spec(data, role="source", seed=seed)
+    except (ValueError, OSError) as error:
+        raise ValueError(f"Expected `--data` to be a data spec that loads. Received: --data={data!r}, "
+                         f"which fails with: {error}") from None
     os.makedirs(workdir, exist_ok=True)
     x_train, y_train = np.asarray(splits.x_train, np.float32), np.asarray(splits.y_train, np.int64)
     x_test, y_test = np.asarray(splits.x_test, np.float32), np.asarray(splits.y_test, np.int64)

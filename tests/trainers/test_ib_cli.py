@@ -58,9 +58,9 @@ def test_two_mirrored_cpus(tmp_path, objective):
 
 
 def test_bad_flags_are_refused_with_the_expected_values(tmp_path):
-    for args, match in ((["--objective", "vib"], "Expected --objective to be one of"),
-                        (["--estimator", "histogram"], "Expected --estimator to be one of"),
-                        (["--hidden", "32,x"], "Expected --hidden to be positive integers"),
+    for args, match in ((["--objective", "vib"], "Expected `--objective` to be one of"),
+                        (["--estimator", "histogram"], "Expected `--estimator` to be one of"),
+                        (["--hidden", "32,x"], "Expected `--hidden` to be positive integers"),
                         (["--objective", "ib_layerwise", "--strategy", "multi_worker"], "Expected the environment")):
         proc = _cli([*args, "--workdir", str(tmp_path / "w")], tmp_path)
         assert proc.returncode == 2 and match in proc.stderr, proc.stderr[-2000:]
