@@ -28,11 +28,14 @@ import keras
 import numpy as np
 
 from tfinfo.callbacks.non_finite_guard import training_state_variables
+from trainers.config import read_json_object
+from trainers.workdir import write_error
+from trainers.workdir import writing_folder
 
 log = logging.getLogger("tfinfo")
 
 
-def _sha256(path):
+def sha256_file(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -74,7 +77,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         with open(os.path.join(folder, "meta.json")) as f:
             meta = json.load(f)
         path = os.path.join(folder, "state.npz")
-        if _sha256(path) != meta["sha256"]:
+        if sha256_file(path) != meta["sha256"]:
             raise OSError(f"checksum mismatch in {path}")
         with np.load(path, allow_pickle=False) as data:
             arrays = [data[f"v{i}"] for i in range(len(meta["paths"]))]
@@ -135,29 +138,88 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self.save(epoch + 1)
 
     def save(self, epoch):
-        """Writes `epoch-NNNN/` atomically and drops checkpoints beyond `keep`."""
-        os.makedirs(self.directory, exist_ok=True)
+        """Writes `epoch-NNNN/` atomically and drops checkpoints beyond `keep`. A failed
+        write (e.g. a full disk) leaves no temporary folder and raises a `WorkdirError`."""
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+        except OSError as error:
+            raise write_error(self.directory, error) from None
         folder = os.path.join(self.directory, f"epoch-{epoch:04d}")
-        tmp = folder + f".tmp{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        variables = training_state_variables(self.model)
-        path = os.path.join(tmp, "state.npz")
-        np.savez(path, **{f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)})
-        meta = {
-            "epoch": epoch,
-            "history": self._history,
-            "paths": [v.path for v in variables],
-            "shapes": [list(v.shape) for v in variables],
-            "sha256": _sha256(path),
-        }
-        with open(os.path.join(tmp, "meta.json"), "w") as f:
-            json.dump(meta, f)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        with writing_folder(folder) as tmp:
+            variables = training_state_variables(self.model)
+            path = os.path.join(tmp, "state.npz")
+            np.savez(path, **{f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)})
+            meta = {
+                "epoch": epoch,
+                "history": self._history,
+                "paths": [v.path for v in variables],
+                "shapes": [list(v.shape) for v in variables],
+                "sha256": sha256_file(path),
+            }
+            with open(os.path.join(tmp, "meta.json"), "w") as f:
+                json.dump(meta, f)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
         for old in self._folders()[self.keep:]:
             shutil.rmtree(old, ignore_errors=True)
 
     def full_history(self, history):
         """The history of every epoch: the checkpoint's, which `on_epoch_end` extended."""
         return {k: list(v) for k, v in self._history.items()} if self._history else history
+
+
+# Stage 1's result: `STAGE1/classifier.weights.h5` and `STAGE1/stage1.json` (its facts and
+# the weights' SHA-256). A stage 1 whose checksum does not match is never reused.
+STAGE1_WEIGHTS = "classifier.weights.h5"
+STAGE1_INFO = "stage1.json"
+
+
+def _stage1_problem(folder):
+    """(info, None) for an intact stage-1 folder, else (None, what is wrong)."""
+    try:
+        info = read_json_object(os.path.join(folder, STAGE1_INFO), "the stage-1 facts")
+        expected = info.get("sha256")
+        if not expected:
+            return None, "no checksum recorded"
+        if sha256_file(os.path.join(folder, STAGE1_WEIGHTS)) != expected:
+            return None, f"checksum mismatch in {os.path.join(folder, STAGE1_WEIGHTS)}"
+    except (OSError, ValueError) as error:
+        return None, str(error)
+    return info, None
+
+
+def load_stage1(classifier, folder):
+    """Loads a finished stage 1 from `folder` into `classifier` and returns its facts;
+    None when there is none, or (with a warning) when it is damaged: a file that does not
+    match its checksum or does not load is never reused, stage 1 is trained again."""
+    if not os.path.exists(folder):
+        return None
+    info, problem = _stage1_problem(folder)
+    if problem is None:
+        before = classifier.get_weights()
+        try:
+            classifier.load_weights(os.path.join(folder, STAGE1_WEIGHTS))
+            return info
+        except (OSError, ValueError) as error:
+            classifier.set_weights(before)  # a partial load must not seed the retraining
+            problem = f"{type(error).__name__}: {error}"
+    log.warning("tfinfo: the stage 1 in %s is damaged (%s); training stage 1 again instead of reusing it",
+                folder, problem)
+    return None
+
+
+def save_stage1(classifier, folder, info):
+    """Writes the stage-1 weights, their checksum and `info` atomically: a half-written
+    folder is never read. A damaged folder there is replaced; an intact one (another
+    process finished the same stage 1 first) is kept."""
+    with writing_folder(folder) as tmp:
+        weights = os.path.join(tmp, STAGE1_WEIGHTS)
+        classifier.save_weights(weights)
+        with open(os.path.join(tmp, STAGE1_INFO), "w") as f:
+            json.dump({**info, "sha256": sha256_file(weights)}, f, indent=2)
+        if os.path.isdir(folder):
+            if _stage1_problem(folder)[1] is None:
+                shutil.rmtree(tmp)
+                return
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)

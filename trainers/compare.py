@@ -19,7 +19,6 @@ every method is also paired seed by seed with every method of that earlier compa
 
 import csv
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -31,6 +30,12 @@ import traceback
 from absl import app
 from absl import flags
 
+from trainers.compare_pairs import PAIRED_FIELDS  # noqa: F401 (part of this module's interface)
+from trainers.compare_pairs import paired_across
+from trainers.compare_pairs import paired_differences
+from trainers.compare_pairs import paired_table
+from trainers.compare_pairs import read_table
+from trainers.compare_pairs import run_name
 from trainers.config import CompareConfig
 
 FLAGS = flags.FLAGS
@@ -51,42 +56,46 @@ flags.DEFINE_string("pair_with", None,
 def load_compare_config(path):
     """Loads `get_compare_config()` from a Python file."""
     from trainers.config import TransferConfig
+    from trainers.config import call_python_config
 
     if not path or not os.path.isfile(path) or not path.endswith(".py"):
         raise ValueError(f"Expected an existing .py compare config. Received: config={path!r}")
-    spec = importlib.util.spec_from_file_location("tfinfo_compare_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_compare_config"):
-        raise ValueError(f"Expected {path} to define get_compare_config(). Received: no such function")
-    config = module.get_compare_config()
+    config = call_python_config(path, "get_compare_config", "tfinfo_compare_config")
     if isinstance(config, dict):
-        config = CompareConfig(**config)
+        try:
+            config = CompareConfig(**config)
+        except TypeError as error:
+            raise ValueError(f"Expected get_compare_config() in {path} to return the fields of a CompareConfig. "
+                             f"Received: {error}") from None
+    if not isinstance(config, CompareConfig):
+        raise ValueError(f"Expected get_compare_config() in {path} to return a CompareConfig or a dict of its "
+                         f"fields. Received: {type(config).__name__}")
     if not isinstance(config.base, TransferConfig):
         raise ValueError(f"Expected `base` to be a TransferConfig. Received: {type(config.base).__name__}")
     return config
 
 
-def _is_failed_run_of_another_config(run_dir, config):
-    path = os.path.join(run_dir, "run.json")
-    if not os.path.isfile(os.path.join(run_dir, "error.txt")) or not os.path.isfile(path):
-        return False
-    with open(path) as f:
-        return json.load(f).get("config") != config.to_dict()
+def _distinct(values, name):
+    """`values` as a tuple, refusing repeats: a run counted twice would fake a seed's weight."""
+    values = tuple(values)
+    if not values:
+        raise ValueError(f"Expected at least one value in {name}. Received: {name}=()")
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if repeated:
+        raise ValueError(f"Expected distinct values in {name} (a repeated value would count the same run "
+                         f"more than once). Received: {name}={list(values)}, repeating {repeated}")
+    return values
 
 
-def run_name(method, labeled, seed):
-    return f"{method}_l{labeled}_s{seed}"
-
-
-def run_all(compare, workdir, log=print):
-    """Runs every missing (method, budget, seed); returns the list of result rows."""
-    import keras
-
+def _run_configs(compare):
+    """`{(seed, method, labeled): TransferConfig}` of every run, in run order, each one
+    validated; repeated methods, budgets or seeds are refused."""
     from trainers.methods import METHODS
-    from trainers.pipeline import run_transfer
 
-    unknown = [m for m in compare.methods if m not in METHODS]
+    methods = _distinct(compare.methods, "`methods`")
+    labeled = _distinct(compare.labeled, "`labeled`")
+    seeds = _distinct(compare.seeds, "`seeds`")
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Expected methods among {sorted(METHODS)}. Received: {unknown}")
     if compare.paper is not None:
@@ -94,55 +103,108 @@ def run_all(compare, workdir, log=print):
 
         if compare.paper not in PAPER_RESULTS:
             raise ValueError(f"Expected `paper` among {sorted(PAPER_RESULTS)} or None. Received: {compare.paper!r}")
+    configs = {}
+    for seed in seeds:
+        for method in methods:
+            for budget in labeled:
+                try:
+                    configs[(seed, method, budget)] = compare.base.replace(
+                        method=method, labeled=budget, seed=seed, **compare.method_overrides.get(method, {}))
+                except ValueError as error:
+                    raise ValueError(f"{error} (run {run_name(method, budget, seed)} of the comparison's "
+                                     "methods x labeled x seeds)") from None
+    return configs
+
+
+def _check_data(configs, workdir):
+    """Loads the data once per data spec and checks every run still to do against it
+    (label budget, batch size), so that no run trains before a later one is found bad."""
+    from trainers.methods import get_method
+    from trainers.pipeline import load_data
+    from trainers.pipeline import split_data
+
+    loaded = {}
+    for (seed, method, labeled), config in configs.items():
+        if os.path.isfile(os.path.join(workdir, "runs", run_name(method, labeled, seed), "results.json")):
+            continue
+        key = (config.source, config.target, config.num_classes, config.cache_dir)
+        if key not in loaded:  # the sizes the checks read do not depend on the seed
+            loaded[key] = load_data(config)
+        try:
+            get_method(method).check_data(split_data(config, loaded[key]), config)
+        except ValueError as error:
+            raise ValueError(f"{error} (run {run_name(method, labeled, seed)})") from None
+
+
+def _is_failed_run_of_another_config(run_dir, config):
+    from trainers.config import NON_IDENTITY_FIELDS
+    from trainers.config import read_json_object
+
+    path = os.path.join(run_dir, "run.json")
+    if not os.path.isfile(os.path.join(run_dir, "error.txt")) or not os.path.isfile(path):
+        return False
+    try:
+        earlier = read_json_object(path).get("config")
+    except ValueError:
+        return True  # a damaged run.json of a failed run: this comparison owns the folder
+    if not isinstance(earlier, dict):
+        return True
+    return {k: v for k, v in earlier.items() if k not in NON_IDENTITY_FIELDS} != config.identity()
+
+
+def run_all(compare, workdir, log=print):
+    """Runs every missing (method, budget, seed); returns the list of result rows."""
+    import keras
+
+    from trainers.pipeline import run_transfer
+
+    configs = _run_configs(compare)
+    _check_data(configs, workdir)
     rows, failures = [], 0
-    total = len(compare.methods) * len(compare.labeled) * len(compare.seeds)
+    total = len(configs)
     done = 0
     # Seed outermost, so that an interrupted comparison has whole seeds; budgets
     # innermost, so that a method's shared stage 1 is trained right before its reuses.
-    for seed in compare.seeds:
-        for method in compare.methods:
-            for labeled in compare.labeled:
-                done += 1
-                name = run_name(method, labeled, seed)
-                run_dir = os.path.join(workdir, "runs", name)
-                results_path = os.path.join(run_dir, "results.json")
-                if os.path.isfile(results_path):
-                    log(f"[{done}/{total}] {name}: finished earlier, skipped")
-                else:
-                    config = compare.base.replace(
-                        method=method, labeled=int(labeled), seed=int(seed),
-                        **compare.method_overrides.get(method, {}),
-                    )
-                    if _is_failed_run_of_another_config(run_dir, config):
-                        # This comparison owns the folder: a run that failed under an
-                        # earlier config (e.g. the bad option now fixed) starts over.
-                        shutil.rmtree(run_dir)
-                    log(f"[{done}/{total}] {name}: running")
-                    keras.backend.clear_session()
-                    try:
-                        run_transfer(config, run_dir, stage1_cache=os.path.join(workdir, "stage1"))
-                    except Exception:  # a failed run is recorded; the comparison goes on
-                        failures += 1
-                        os.makedirs(run_dir, exist_ok=True)
-                        with open(os.path.join(run_dir, "error.txt"), "w") as f:
-                            f.write(traceback.format_exc())
-                        log(f"[{done}/{total}] {name}: FAILED (see {run_dir}/error.txt)")
-                        rows.append({"method": method, "labeled": labeled, "seed": seed, "status": "failed"})
-                        continue
-                with open(results_path) as f:
-                    results = json.load(f)
-                rows.append({
-                    "method": method,
-                    "labeled": int(labeled),
-                    "seed": int(seed),
-                    "status": "ok",
-                    "target_test_accuracy": results["target_test_accuracy"],
-                    "source_test_accuracy_after_pretrain": results.get("source_test_accuracy_after_pretrain"),
-                    "wall_time_s": round(sum(results["wall_time_s"].values()), 1),
-                    "stage1_reused": bool(results.get("stage1", {}).get("reused", False)),
-                    "stage2_converged": results.get("stage2", {}).get("converged"),
-                    "config": results.get("config"),
-                })
+    for (seed, method, labeled), config in configs.items():
+        done += 1
+        name = run_name(method, labeled, seed)
+        run_dir = os.path.join(workdir, "runs", name)
+        results_path = os.path.join(run_dir, "results.json")
+        if os.path.isfile(results_path):
+            log(f"[{done}/{total}] {name}: finished earlier, skipped")
+        else:
+            if _is_failed_run_of_another_config(run_dir, config):
+                # This comparison owns the folder: a run that failed under an
+                # earlier config (e.g. the bad option now fixed) starts over.
+                shutil.rmtree(run_dir)
+            log(f"[{done}/{total}] {name}: running")
+            keras.backend.clear_session()
+            try:
+                run_transfer(config, run_dir, stage1_cache=os.path.join(workdir, "stage1"))
+                if os.path.isfile(os.path.join(run_dir, "error.txt")):  # an earlier failure, now redone
+                    os.remove(os.path.join(run_dir, "error.txt"))
+            except Exception:  # a failed run is recorded; the comparison goes on
+                failures += 1
+                os.makedirs(run_dir, exist_ok=True)
+                with open(os.path.join(run_dir, "error.txt"), "w") as f:
+                    f.write(traceback.format_exc())
+                log(f"[{done}/{total}] {name}: FAILED (see {run_dir}/error.txt)")
+                rows.append({"method": method, "labeled": labeled, "seed": seed, "status": "failed"})
+                continue
+        with open(results_path) as f:
+            results = json.load(f)
+        rows.append({
+            "method": method,
+            "labeled": int(labeled),
+            "seed": int(seed),
+            "status": "ok",
+            "target_test_accuracy": results["target_test_accuracy"],
+            "source_test_accuracy_after_pretrain": results.get("source_test_accuracy_after_pretrain"),
+            "wall_time_s": round(sum(results["wall_time_s"].values()), 1),
+            "stage1_reused": bool(results.get("stage1", {}).get("reused", False)),
+            "stage2_converged": results.get("stage2", {}).get("converged"),
+            "config": results.get("config"),
+        })
     order = {m: i for i, m in enumerate(compare.methods)}
     rows.sort(key=lambda r: (order[r["method"]], int(r["labeled"]), int(r["seed"])))
     return rows, failures
@@ -171,123 +233,6 @@ def summarize(rows, compare):
                 "paper": paper.get((method, int(labeled))),
             })
     return summary
-
-
-def paired_differences(rows, compare):
-    """Each method against `compare.baseline`, seed by seed, per budget.
-
-    For every (method, budget), the seeds where both runs finished give paired
-    differences `d = acc(method) - acc(baseline)` (same split, same initialization, same
-    stage-2 data order). Returns one dict per pair with `n`, the mean and sample std of
-    `d`, a 95% t interval, the paired t-test and Wilcoxon signed-rank p-values
-    (two-sided; `None` below 2 pairs or when every difference is 0), the number of seeds
-    where the method wins, and the mean stage-1 source-accuracy difference.
-    """
-    from scipy import stats
-
-    baseline = compare.baseline
-    if baseline is None or baseline not in compare.methods:
-        return []
-    ok = {(r["method"], int(r["labeled"]), int(r["seed"])): r for r in rows if r["status"] == "ok"}
-    out = []
-    for labeled in compare.labeled:
-        for method in compare.methods:
-            if method == baseline:
-                continue
-            seeds = sorted(s for (m, b, s) in ok if m == method and b == int(labeled) and (baseline, b, s) in ok)
-            d = [ok[(method, int(labeled), s)]["target_test_accuracy"] - ok[(baseline, int(labeled), s)]["target_test_accuracy"]
-                 for s in seeds]
-            src = [(ok[(method, int(labeled), s)].get("source_test_accuracy_after_pretrain") or 0.0)
-                   - (ok[(baseline, int(labeled), s)].get("source_test_accuracy_after_pretrain") or 0.0) for s in seeds]
-            entry = {"method": method, "labeled": int(labeled), "baseline": baseline, "n": len(d),
-                     "mean_diff": statistics.fmean(d) if d else None,
-                     "std_diff": statistics.stdev(d) if len(d) > 1 else None,
-                     "ci95": None, "t_test_p": None, "wilcoxon_p": None,
-                     "wins": sum(1 for v in d if v > 0), "source_diff": statistics.fmean(src) if src else None}
-            if len(d) > 1 and any(v != 0 for v in d):
-                half = stats.t.ppf(0.975, len(d) - 1) * entry["std_diff"] / len(d) ** 0.5
-                entry["ci95"] = (entry["mean_diff"] - half, entry["mean_diff"] + half)
-                entry["t_test_p"] = float(stats.ttest_1samp(d, 0.0).pvalue)
-                entry["wilcoxon_p"] = float(stats.wilcoxon(d).pvalue)
-            out.append(entry)
-    return out
-
-
-def read_table(workdir):
-    """The result rows of an earlier comparison, from its `table.csv`."""
-    path = os.path.join(workdir, "table.csv")
-    if not os.path.isfile(path):
-        raise ValueError(f"Expected --pair_with to be a compare workdir with a table.csv. Received: {workdir!r}")
-    rows = []
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            row = {"method": r["method"], "labeled": int(r["labeled"]), "seed": int(r["seed"]), "status": r["status"]}
-            if r["status"] == "ok":
-                try:
-                    row["target_test_accuracy"] = float(r["target_test_accuracy"])
-                    source = r.get("source_test_accuracy_after_pretrain")
-                    row["source_test_accuracy_after_pretrain"] = float(source) if source else None
-                except ValueError:
-                    raise ValueError(f"Expected numbers in the accuracy columns of {path}. Received: {r}") from None
-                results = os.path.join(workdir, "runs", run_name(row["method"], row["labeled"], row["seed"]), "results.json")
-                if os.path.isfile(results):
-                    with open(results) as g:
-                        row["config"] = json.load(g).get("config")
-            rows.append(row)
-    return rows
-
-
-# Fields that define what a run is compared on: two runs paired seed by seed must agree
-# on them (an ablation arm changes something else, e.g. a regularizer setting).
-PAIRED_FIELDS = ("source", "target", "labeled", "seed", "num_classes", "architecture", "image_size", "channels")
-
-
-def _check_pairable(rows, other_rows, other_name):
-    """Refuses pairs of runs that differ in a `PAIRED_FIELDS` field (other data or network)."""
-    theirs = {(r["labeled"], r["seed"]): r.get("config") for r in other_rows if r.get("config")}
-    for row in rows:
-        mine, other = row.get("config"), theirs.get((int(row["labeled"]), int(row["seed"])))
-        if not mine or not other:
-            continue
-        differing = {k: (mine.get(k), other.get(k)) for k in PAIRED_FIELDS if mine.get(k) != other.get(k)}
-        if differing:
-            name = run_name(row["method"], row["labeled"], row["seed"])
-            raise ValueError(
-                f"Expected --pair_with runs on the same data and network as this comparison's "
-                f"({', '.join(PAIRED_FIELDS)}). Received: {name} differs from its pair in {other_name} in "
-                + ", ".join(f"{k} ({a!r} here, {b!r} there)" for k, (a, b) in differing.items()))
-
-
-def paired_across(rows, other_rows, compare, other_name):
-    """Every method of `rows` against every method of `other_rows`, seed by seed.
-
-    `other_rows` come from another workdir (`read_table`); their methods are named
-    `"<method> [<other_name>]"`, so that an arm's `lautum` and the `lautum` it ablates
-    stay apart. Same entries as `paired_differences`. Runs that differ in a
-    `PAIRED_FIELDS` field (their `config`, when the rows carry it) are refused.
-    """
-    _check_pairable(rows, other_rows, other_name)
-    renamed = [{**r, "method": f"{r['method']} [{other_name}]"} for r in other_rows]
-    out = []
-    for baseline in dict.fromkeys(r["method"] for r in renamed):
-        pair = dataclasses.replace(compare, methods=tuple(compare.methods) + (baseline,), baseline=baseline)
-        out += paired_differences(rows + renamed, pair)
-    return out
-
-
-def paired_table(paired):
-    """Markdown table of `paired_differences`."""
-    lines = ["| method - baseline | labeled | pairs | mean diff (pts) | 95% CI (pts) | wins | t-test p | Wilcoxon p | source acc diff (pts) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for e in paired:
-        ci = "n/a" if e["ci95"] is None else f"[{100 * e['ci95'][0]:+.2f}, {100 * e['ci95'][1]:+.2f}]"
-        mean = "n/a" if e["mean_diff"] is None else f"{100 * e['mean_diff']:+.2f}"
-        src = "n/a" if e["source_diff"] is None else f"{100 * e['source_diff']:+.2f}"
-        p_t = "n/a" if e["t_test_p"] is None else f"{e['t_test_p']:.3g}"
-        p_w = "n/a" if e["wilcoxon_p"] is None else f"{e['wilcoxon_p']:.3g}"
-        lines.append(f"| {e['method']} - {e['baseline']} | {e['labeled']} | {e['n']} | {mean} | {ci} | "
-                     f"{e['wins']}/{e['n']} | {p_t} | {p_w} | {src} |")
-    return "\n".join(lines)
 
 
 def _pct(value):
@@ -398,20 +343,25 @@ def main(argv):
 
             compare = get_compare_config()
         if FLAGS.methods:
-            compare = dataclasses.replace(compare, methods=tuple(FLAGS.methods))
+            compare = dataclasses.replace(compare, methods=_distinct(FLAGS.methods, "--methods"))
         for name in ("labeled", "seeds"):
             values = getattr(FLAGS, name)
             if values:
                 try:
-                    compare = dataclasses.replace(compare, **{name: tuple(int(v) for v in values)})
+                    values = tuple(int(v) for v in values)
                 except ValueError:
                     raise ValueError(f"Expected --{name} to be integers. Received: {values}") from None
+                compare = dataclasses.replace(compare, **{name: _distinct(values, f"--{name}")})
         changes = {k: getattr(FLAGS, k) for k in ("pretrain_epochs", "finetune_epochs", "te_epochs") if getattr(FLAGS, k) is not None}
         if changes:
             compare = dataclasses.replace(compare, base=compare.base.replace(**changes))
         failures = compare_main(compare, FLAGS.workdir, pair_with=FLAGS.pair_with)
     except ValueError as error:
         print(f"tfinfo-compare: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the environment (files, disk, permissions), not a bug
+        print(f"tfinfo-compare: error: Expected the files of this run to be readable and writable. "
+              f"Received: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     return 1 if failures else 0
 

@@ -1,27 +1,133 @@
 """The configuration of a two-stage transfer run. Every field is documented."""
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import math
 import numbers
 import os
+import traceback
 import typing
 
 # Smallest value of each integer field (`None` is allowed where the field is annotated `... | None`).
 _INT_MINIMUM = {
-    "labeled": 1, "seed": 0, "num_classes": 1, "image_size": 1, "channels": 1, "batch_size": 1,
+    "labeled": 1, "seed": 0, "num_classes": 2, "image_size": 12, "channels": 1, "batch_size": 1,
     "pretrain_epochs": 0, "finetune_epochs": 0, "refresh_every": 1, "projection_dim": 1,
     "critic_steps": 1, "critic_epochs": 1, "lautum_probe": 0, "classifier_epochs": 1, "te_rampup_epochs": 0,
     "te_epochs": 0, "te_unlabeled": 0, "ctc_revitalization_epochs": 0, "probe_every": 0,
     "verbose": 0,
 }
+# Integer fields with a largest value or a set of values (`tfinfo.architectures.build_classifier`
+# needs image_size >= 12: two 2x2 poolings, then a valid 3x3 convolution).
+_INT_MAXIMUM = {"seed": 2**32 - 1, "verbose": 2}
+_INT_VALUES = {"channels": (1, 3)}  # tfinfo.layers.image_preprocessing.ImagePreprocessing
+CRITIC_SCHEDULES = ("step", "epochs")
+# Allowed values of the text fields whose sets the library keeps under private names (or
+# that only trainers reads); the public ones are read from the library (`_library_choices`).
 _CHOICES = {
-    "lautum_mode": ("fast", "exact"),
+    "architecture": ("small", "paper"),  # tfinfo.architectures._WIDTHS
+    "lautum_mode": ("fast", "exact"),  # tfinfo.regularizers.lautum._MODES
+    "lautum_precision": ("float32", "float64"),  # tfinfo.regularizers.lautum._PRECISIONS
     "lautum_proxy": ("training", "inference"),
-    "lautum_precision": ("float32", "float64"),
+    "resample_projection": ("epoch", "step"),  # tfinfo.models.LautumTransferModel's check
+    "critic_schedule": CRITIC_SCHEDULES,
 }
-_POSITIVE_FLOATS = ("learning_rate", "finetune_learning_rate", "critic_learning_rate")
+# (low, high, low included, high included) of the float fields with a range (None: unbounded),
+# as the library checks them when the models are built.
+_FLOAT_RANGES = {
+    "learning_rate": (0.0, None, False, False),
+    "finetune_learning_rate": (0.0, None, False, False),
+    "critic_learning_rate": (0.0, None, False, False),
+    "dropout": (0.0, 1.0, True, False),  # keras.layers.Dropout
+    "noise_stddev": (0.0, None, True, False),  # keras.layers.GaussianNoise
+    "ema_decay": (0.0, 1.0, False, False),  # tfinfo.regularizers.LautumRegularizer
+    "max_correlation": (0.0, 1.0, False, False),  # tfinfo.regularizers.LautumRegularizer
+    "mi_tau": (0.0, None, False, False),  # tfinfo.information.bounds.check_estimator
+    "te_momentum": (0.0, 1.0, True, False),  # TemporalEnsemblingModel's ensemble_momentum
+    "te_max_weight": (0.0, None, True, False),
+    "mmd_weight": (0.0, None, True, False),  # MMDTransferModel
+    "ctc_alpha": (0.0, None, True, False),  # InformationAggregationModel
+    "ctc_beta": (0.0, None, True, False),  # InformationRevitalizationModel
+}
+# Fields that only change what is displayed or where a cache lives, not what a run
+# computes: they are not part of a run's identity (`TransferConfig.identity`).
+NON_IDENTITY_FIELDS = frozenset({"verbose", "cache_dir"})
+
+
+@functools.cache
+def _library_choices():
+    """The allowed values of the text fields whose sets the library names publicly."""
+    from tfinfo.callbacks.non_finite_guard import POLICIES
+    from tfinfo.critics.concat_critic import CRITIC_PRESETS
+    from tfinfo.information.bounds import ESTIMATORS
+    from tfinfo.information.bounds import SMILE_GRADIENTS
+
+    return {
+        "mi_estimator": tuple(ESTIMATORS),
+        "smile_gradient": tuple(SMILE_GRADIENTS),
+        "critic": tuple(CRITIC_PRESETS) + ("separable",),  # trainers.methods builds SeparableCritic
+        "nonfinite_policy": tuple(POLICIES),
+    }
+
+
+def choices(name):
+    """The allowed values of the text field `name`, or None when any text is allowed."""
+    return _CHOICES.get(name) or _library_choices().get(name)
+
+
+def _range_text(low, high, low_in, high_in):
+    if high is None:
+        return f"a finite number {'>=' if low_in else '>'} {low:g}"
+    return f"a number in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+
+
+_FIELDS = None
+
+
+def check_field(name, value):
+    """Checks one `TransferConfig` field's type and range; returns the value normalized
+    (integers as int, numbers as float).
+
+    Raises:
+        ValueError: "Expected `name` to be ... Received: name=value".
+    """
+    global _FIELDS
+    if _FIELDS is None:
+        _FIELDS = {f.name: f for f in dataclasses.fields(TransferConfig)}
+    if name not in _FIELDS:
+        raise ValueError(f"Expected configuration fields among {sorted(_FIELDS)}. Received: {[name]}")
+    field = _FIELDS[name]
+    if value is None and _optional(field):
+        return None
+    received = f"Received: {name}={value!r}"
+    if name in _INT_MINIMUM:
+        low, high = _INT_MINIMUM[name], _INT_MAXIMUM.get(name)
+        integral = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not integral or value < low or (high is not None and value > high):
+            allowed = "None or an integer" if _optional(field) else "an integer"
+            bound = f" >= {low}" if high is None else (
+                f" >= {low} and < 2**32" if name == "seed" else f" in {low}..{high}")
+            raise ValueError(f"Expected `{name}` to be {allowed}{bound}. {received}")
+        if name in _INT_VALUES and value not in _INT_VALUES[name]:
+            raise ValueError(f"Expected `{name}` to be one of {_INT_VALUES[name]}. {received}")
+        return int(value)
+    if isinstance(field.default, float):
+        low, high, low_in, high_in = _FLOAT_RANGES.get(name, (None, None, False, False))
+        text = "a finite number" if low is None else _range_text(low, high, low_in, high_in)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"Expected `{name}` to be {text}. {received}")
+        if low is not None and not ((low <= value if low_in else low < value) and (
+                high is None or (value <= high if high_in else value < high))):
+            raise ValueError(f"Expected `{name}` to be {text}. {received}")
+        return float(value)
+    if not isinstance(value, str):
+        allowed = "None or a string" if _optional(field) else "a string"
+        raise ValueError(f"Expected `{name}` to be {allowed}. {received}")
+    allowed = choices(name)
+    if allowed is not None and value not in allowed:
+        raise ValueError(f"Expected `{name}` to be one of {allowed}. {received}")
+    return value
 
 
 def _optional(field):
@@ -169,33 +275,19 @@ class TransferConfig:
     verbose: int = 1
 
     def __post_init__(self):
-        """Checks every field's type and range, so a bad value in a config file or a
-        flag is refused before any data is read or any file is written."""
+        self.validate()
+
+    def validate(self):
+        """Checks every field's type, range and allowed values (`check_field`), so that a
+        bad value in a config file or a flag is refused before any data is read or any
+        file is written. Called on construction (and so by `replace`)."""
         for field in dataclasses.fields(self):
-            name, value = field.name, getattr(self, field.name)
-            if value is None and _optional(field):
-                continue
-            if name in _INT_MINIMUM:
-                integral = isinstance(value, numbers.Integral) or (
-                    isinstance(value, float) and value.is_integer())
-                if isinstance(value, bool) or not integral or value < _INT_MINIMUM[name] or (
-                        name == "seed" and value >= 2**32):
-                    allowed = "None or an integer" if _optional(field) else "an integer"
-                    raise ValueError(f"Expected `{name}` to be {allowed} >= {_INT_MINIMUM[name]}"
-                                     f"{' and < 2**32' if name == 'seed' else ''}. "
-                                     f"Received: {name}={value!r}")
-                setattr(self, name, int(value))
-            elif isinstance(field.default, float):
-                if isinstance(value, bool) or not isinstance(value, numbers.Real) or (
-                        not math.isfinite(value)) or (name in _POSITIVE_FLOATS and value <= 0):
-                    allowed = "a positive number" if name in _POSITIVE_FLOATS else "a finite number"
-                    raise ValueError(f"Expected `{name}` to be {allowed}. Received: {name}={value!r}")
-                setattr(self, name, float(value))
-            elif not isinstance(value, str):
-                allowed = "None or a string" if _optional(field) else "a string"
-                raise ValueError(f"Expected `{name}` to be {allowed}. Received: {name}={value!r}")
-            elif name in _CHOICES and value not in _CHOICES[name]:
-                raise ValueError(f"Expected `{name}` to be one of {_CHOICES[name]}. Received: {name}={value!r}")
+            setattr(self, field.name, check_field(field.name, getattr(self, field.name)))
+
+    def identity(self):
+        """The fields that define what a run computes: `to_dict()` without
+        `NON_IDENTITY_FIELDS` (display and cache settings). A workdir holds one identity."""
+        return {k: v for k, v in self.to_dict().items() if k not in NON_IDENTITY_FIELDS}
 
     def replace(self, **changes):
         """Returns a copy with `changes` applied; unknown names raise a clear error."""
@@ -219,6 +311,55 @@ def config_from_flags(flag_values, overrides):
     return config.replace(**changes)
 
 
+def _user_error(error, path):
+    """`Type: message (PATH, line N)` of an exception raised by the user's file `path`."""
+    line = getattr(error, "lineno", None) if isinstance(error, SyntaxError) else None
+    if line is None:
+        for frame in reversed(traceback.extract_tb(error.__traceback__)):
+            if os.path.abspath(frame.filename) == os.path.abspath(path):
+                line = frame.lineno
+                break
+    text = getattr(error, "msg", None) if isinstance(error, SyntaxError) else str(error)
+    return f"{type(error).__name__}: {text}" + (f" ({path}, line {line})" if line else "")
+
+
+def call_python_config(path, function, module_name):
+    """Runs the Python config file `path` and returns what its `function()` returns.
+
+    A file that does not run (a syntax error, an exception at import), a missing
+    `function` or one that raises is reported as a `ValueError` naming the file, the
+    function and the line, instead of a traceback.
+    """
+    try:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except Exception as error:  # the user's code: any error is a bad input
+        raise ValueError(f"Expected {path} to be a Python config file that runs. "
+                         f"Received: {_user_error(error, path)}") from None
+    if not callable(getattr(module, function, None)):
+        raise ValueError(f"Expected {path} to define {function}(). Received: no such function")
+    try:
+        return getattr(module, function)()
+    except Exception as error:  # the user's code: any error is a bad input
+        raise ValueError(f"Expected {function}() in {path} to return a configuration. "
+                         f"Received: {_user_error(error, path)}") from None
+
+
+def read_json_object(path, what="a JSON object"):
+    """The JSON object in `path`; unreadable, truncated or non-object content raises a
+    `ValueError` naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as error:  # ValueError: bad JSON or bad UTF-8
+        raise ValueError(f"Expected {what} in {path}. Received: unreadable or invalid JSON "
+                         f"({type(error).__name__}: {error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"Expected {what} in {path}. Received: {type(data).__name__}")
+    return data
+
+
 def load_config(path):
     """Loads a config file: a Python file with `get_config()` or a JSON object of fields.
 
@@ -231,24 +372,22 @@ def load_config(path):
     if not os.path.isfile(path):
         raise ValueError(f"Expected an existing config file. Received: config={path!r}")
     if path.endswith(".json"):
-        with open(path) as f:
-            try:
+        try:
+            with open(path, encoding="utf-8") as f:
                 data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"Expected a JSON object of configuration fields in {path}. "
-                                 f"Received: invalid JSON ({e})") from e
+        except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+            raise ValueError(f"Expected a JSON object of configuration fields in {path}. "
+                             f"Received: invalid JSON ({e})") from None
         if not isinstance(data, dict):
             raise ValueError(f"Expected a JSON object in {path}. Received: {type(data).__name__}")
         return TransferConfig().replace(**data)
     if path.endswith(".py"):
-        spec = importlib.util.spec_from_file_location("tfinfo_user_config", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        if not hasattr(module, "get_config"):
-            raise ValueError(f"Expected {path} to define get_config(). Received: no such function")
-        config = module.get_config()
+        config = call_python_config(path, "get_config", "tfinfo_user_config")
         if isinstance(config, dict):
             config = TransferConfig().replace(**config)
+        if not isinstance(config, TransferConfig):
+            raise ValueError(f"Expected get_config() in {path} to return a TransferConfig or a dict of its "
+                             f"fields. Received: {type(config).__name__}")
         return config
     raise ValueError(f"Expected a .py or .json config file. Received: config={path!r}")
 

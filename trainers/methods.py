@@ -13,6 +13,7 @@ from tfinfo.callbacks import CriticSchedule
 from tfinfo.callbacks import LautumProbe
 from tfinfo.callbacks import ProjectionResampler
 from tfinfo.callbacks.temporal_ensembling_update import TemporalEnsemblingUpdate
+from tfinfo.critics.marginals import MIN_BATCH_SIZE
 from tfinfo.critics import ConcatCritic
 from tfinfo.critics import SeparableCritic
 from tfinfo.data import labeled_dataset
@@ -28,6 +29,7 @@ from tfinfo.models.temporal_ensembling_model import TemporalEnsemblingModel
 from tfinfo.regularizers import LautumRegularizer
 from tfinfo.regularizers import MMDRegularizer
 from tfinfo.regularizers import MutualInformationRegularizer
+from trainers.config import CRITIC_SCHEDULES
 from trainers.runner import Runner
 
 METHODS = {}
@@ -88,6 +90,12 @@ class Method:
         """The config field that sets the number of stage-2 epochs (named in warnings)."""
         return "finetune_epochs"
 
+    def check_data(self, data, config):
+        """Refuses, with a `ValueError` naming the field, a config this method cannot
+        train on `data` (a `TransferData`). Called after the data is loaded and before
+        anything is written, so a run that would fail in its first step never starts.
+        Subclasses extend it; the base needs nothing beyond the config's own checks."""
+
     def pretrain(self, classifier, data, config, callbacks=(), runner=None):
         classifier.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss(), metrics=["accuracy"]
@@ -139,6 +147,22 @@ class Lautum(Method):
     def callbacks(self, config):
         return [ProjectionResampler()] if config.resample_projection == "epoch" else []
 
+    def check_data(self, data, config):
+        """Stage 1 pairs source batches with unlabeled target batches and drops the last
+        incomplete source batch; the penalties need two samples per batch (covariances,
+        marginal pairs)."""
+        super().check_data(data, config)
+        if config.batch_size < MIN_BATCH_SIZE:
+            raise ValueError(f"Expected `batch_size` >= {MIN_BATCH_SIZE} for method {config.method!r} (its "
+                             f"stage-1 penalty needs two samples per batch). Received: batch_size={config.batch_size}")
+        if len(data.x_source) < config.batch_size:
+            raise ValueError(f"Expected `batch_size` <= the {len(data.x_source)} source training images (method "
+                             f"{config.method!r} drops the last incomplete batch, so a larger batch leaves no step). "
+                             f"Received: batch_size={config.batch_size}")
+        if len(data.x_target_train) < MIN_BATCH_SIZE:
+            raise ValueError(f"Expected at least {MIN_BATCH_SIZE} target training images for method "
+                             f"{config.method!r}. Received: {len(data.x_target_train)}")
+
     def pretrain(self, classifier, data, config, callbacks=(), runner=None):
         model = self.build_model(classifier, data, config)
         train = transfer_dataset(
@@ -185,9 +209,6 @@ def _critic(config):
     return ConcatCritic(config.critic)
 
 
-_CRITIC_SCHEDULES = ("step", "epochs")
-
-
 @register_method
 class MutualInformation(Lautum):
     """Stage 1 with `CE(source) + lambda * I(x_target; z_target)`, a MINE-style critic
@@ -198,9 +219,9 @@ class MutualInformation(Lautum):
     uses_lautum = False
 
     def build_model(self, classifier, data, config):
-        if config.critic_schedule not in _CRITIC_SCHEDULES:
+        if config.critic_schedule not in CRITIC_SCHEDULES:
             raise ValueError(
-                f"Expected critic_schedule to be one of {_CRITIC_SCHEDULES}. "
+                f"Expected `critic_schedule` to be one of {CRITIC_SCHEDULES}. "
                 f"Received: critic_schedule={config.critic_schedule!r}"
             )
         marginal = "all_pairs" if config.mi_estimator == "infonce" else "shuffle"

@@ -20,7 +20,16 @@ from tfinfo.data import labeled_unlabeled_split
 from tfinfo.data import load_spec
 from trainers.methods import TransferData
 from trainers.methods import get_method
+from trainers.checkpoint import load_stage1
+from trainers.checkpoint import save_stage1
 from trainers.runner import Runner
+from trainers.workdir import RESULTS_FILE
+from trainers.workdir import RUN_FILE
+from trainers.workdir import WorkdirLock
+from trainers.workdir import check_run
+from trainers.workdir import check_writable
+from trainers.workdir import write_error
+from trainers.workdir import write_json
 
 log = logging.getLogger("tfinfo")
 
@@ -34,22 +43,37 @@ def _check_labels(y, num_classes, name):
         )
 
 
-def prepare_data(config):
-    """Loads, validates and splits the source and target sets of `config`."""
+def load_data(config):
+    """Loads, validates and harmonizes the source and target sets of `config`.
+
+    Returns:
+        `(source, target, num_classes, skipped_files)`; `split_data` makes the run's
+        `TransferData` of it for a label budget.
+    """
     source = load_spec(config.source, role="source", seed=config.seed, cache_dir=config.cache_dir)
     target = load_spec(config.target, role="target", seed=config.seed, cache_dir=config.cache_dir)
     skipped = {"source": int(source.skipped_files), "target": int(target.skipped_files)}
     check_compatible(source, target)
     source, target = harmonize(source, target)
     num_classes = config.num_classes or max(source.num_classes, target.num_classes)
+    if num_classes < 2:
+        raise ValueError("Expected at least 2 classes in the source and target sets (a classifier of one class "
+                         f"learns nothing). Received: num_classes={num_classes} (source={config.source!r}, "
+                         f"target={config.target!r})")
     for split, name in ((source, "source"), (target, "target")):
         _check_labels(split.y_train, num_classes, f"{name} training")
         _check_labels(split.y_test, num_classes, f"{name} test")
+    if len(target.x_test) == 0:
+        raise ValueError("Expected at least one target test image. Received: an empty test split")
+    return source, target, num_classes, skipped
+
+
+def split_data(config, loaded):
+    """The `TransferData` of `config` (its label budget and seed) from `load_data`'s result."""
+    source, target, num_classes, skipped = loaded
     x_lab, y_lab, x_unlab, _ = labeled_unlabeled_split(
         target.x_train, target.y_train, config.labeled, num_classes=num_classes, seed=config.seed
     )
-    if len(target.x_test) == 0:
-        raise ValueError("Expected at least one target test image. Received: an empty test split")
     return TransferData(
         x_source=source.x_train,
         y_source=source.y_train,
@@ -64,6 +88,11 @@ def prepare_data(config):
         num_classes=num_classes,
         skipped_files=skipped,
     )
+
+
+def prepare_data(config):
+    """Loads, validates and splits the source and target sets of `config`."""
+    return split_data(config, load_data(config))
 
 
 def export_classifier(classifier, path):
@@ -153,30 +182,6 @@ def reseed_stage2(classifier, seed):
             state.assign(keras.ops.convert_to_tensor([state.numpy()[0], 0], dtype=state.dtype))
 
 
-def _load_stage1(classifier, folder):
-    info_path = os.path.join(folder, "stage1.json")
-    if not os.path.isfile(info_path):
-        return None
-    with open(info_path) as f:
-        info = json.load(f)
-    classifier.load_weights(os.path.join(folder, "classifier.weights.h5"))
-    return info
-
-
-def _save_stage1(classifier, folder, info):
-    """Writes the stage-1 weights and facts atomically: a half-written folder is never read."""
-    tmp = folder + f".tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    classifier.save_weights(os.path.join(tmp, "classifier.weights.h5"))
-    with open(os.path.join(tmp, "stage1.json"), "w") as f:
-        json.dump(info, f, indent=2)
-    if os.path.isdir(folder):  # another process finished the same stage 1 first
-        shutil.rmtree(tmp)
-        return
-    os.replace(tmp, folder)
-
-
 def config_classifier(config, data):
     """The classifier `config` describes, for the geometry and classes of `data`."""
     return build_classifier(
@@ -191,47 +196,6 @@ def config_classifier(config, data):
     )
 
 
-def _check_workdir(workdir, config):
-    """Returns the finished results of this config in `workdir`, or None to (re)start.
-
-    `run.json` names the config a workdir trains; a rerun of the same config resumes
-    (or, once `results.json` is written, returns it untouched); another config is
-    refused, so nothing of the earlier run is overwritten.
-    """
-    run_path = os.path.join(workdir, "run.json")
-    if not os.path.isfile(run_path):
-        earlier = sorted(n for n in ("results.json", "classifier.keras", "export", "stage1", "checkpoints")
-                         if os.path.exists(os.path.join(workdir, n)))
-        if earlier:  # e.g. a run from before run.json existed: never read or overwrite it
-            raise ValueError(
-                f"Expected --workdir {workdir} to be new or to hold a run of the same configuration. "
-                f"Received: files of an earlier run without run.json: {earlier}. Use another --workdir "
-                "(nothing was changed in this one)."
-            )
-        return None
-    with open(run_path) as f:
-        earlier = json.load(f).get("config", {})
-    if earlier != config.to_dict():
-        changed = sorted(k for k in set(earlier) | set(config.to_dict()) if earlier.get(k) != config.to_dict().get(k))
-        raise ValueError(
-            f"Expected --workdir {workdir} to be new or to hold a run of the same configuration. "
-            f"Received: a run whose configuration differs in {changed}. Use another --workdir "
-            "(nothing was changed in this one)."
-        )
-    results_path = os.path.join(workdir, "results.json")
-    if os.path.isfile(results_path):
-        with open(results_path) as f:
-            return json.load(f)
-    return None
-
-
-def _write_json(path, value):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(tmp, path)
-
-
 def run_transfer(config, workdir, stage1_cache=None, strategy=None, deterministic=False):
     """Runs stage 1 and stage 2 of `config.method`, evaluates, exports and writes results.
 
@@ -239,6 +203,13 @@ def run_transfer(config, workdir, stage1_cache=None, strategy=None, deterministi
     and stage 1's result under `workdir/stage1/`; running the same config with the same
     workdir again continues where the earlier process stopped, and a finished run is
     returned as it is. TensorBoard logs go to `workdir/tensorboard/`.
+
+    Nothing is written before everything is checked: the config's values (on
+    construction, and again here), the workdir (`trainers.workdir.check_writable`), the
+    data and what the method needs of it (`Method.check_data`), and `run.json`, whose
+    identity (`TransferConfig.identity`: without `verbose` and `cache_dir`) a rerun must
+    match. Then the workdir is locked (`WORKDIR/run.lock`, released at the end, also on
+    an error). A stage 1 whose checksum does not match is trained again, never reused.
 
     Args:
         config: a `TransferConfig`.
@@ -257,29 +228,56 @@ def run_transfer(config, workdir, stage1_cache=None, strategy=None, deterministi
     Returns:
         The results dictionary written to `workdir/results.json`.
     """
+    config.validate()  # a config changed after its construction is checked again
     method = get_method(config.method)
+    check_writable(workdir)
+    if stage1_cache:
+        check_writable(stage1_cache, flag="the stage-1 cache")
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     start = time.perf_counter()
     data = prepare_data(config)
+    method.check_data(data, config)
     data_s = time.perf_counter() - start
-    finished = _check_workdir(workdir, config)
+    # Everything is checked: only now is anything written.
+    finished = check_run(workdir, config.identity())
     if finished is not None:
         log.warning("tfinfo: %s already holds the finished run of this configuration; not redone", workdir)
         return finished
-    os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, "run.json"), {"config": config.to_dict()})
+    created = not os.path.exists(workdir)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as error:
+        raise write_error(workdir, error) from None
+    try:
+        with WorkdirLock(workdir):
+            finished = check_run(workdir, config.identity())  # again, now that no other run can start
+            if finished is not None:
+                return finished
+            if not os.path.exists(os.path.join(workdir, RUN_FILE)):
+                write_json(os.path.join(workdir, RUN_FILE), {"config": config.to_dict()})
+            return _run_locked(method, config, data, data_s, workdir, stage1_cache, strategy, deterministic)
+    finally:
+        if created and os.path.isdir(workdir) and not os.listdir(workdir):
+            os.rmdir(workdir)  # nothing was written: leave no trace
+
+
+def _run_locked(method, config, data, data_s, workdir, stage1_cache, strategy, deterministic):
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         results = _train(method, config, data, workdir, stage1_cache)
     classifier = results.pop("classifier")
-    classifier.save(os.path.join(workdir, "classifier.keras"))
-    export_classifier(classifier, os.path.join(workdir, "export"))
+    for name, save in (("classifier.keras", classifier.save),
+                       ("export", lambda path: export_classifier(classifier, path))):
+        try:
+            save(os.path.join(workdir, name))
+        except OSError as error:
+            raise write_error(os.path.join(workdir, name), error) from None
     results["wall_time_s"]["data"] = data_s
     results["num_replicas"] = int(strategy.num_replicas_in_sync)
     results["deterministic"] = bool(deterministic)
-    _write_json(os.path.join(workdir, "results.json"), results)
+    write_json(os.path.join(workdir, RESULTS_FILE), results)
     shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
     return results
 
@@ -289,7 +287,7 @@ def _train(method, config, data, workdir, stage1_cache):
     classifier = config_classifier(config, data)
     key = stage1_key(config)
     folder = os.path.join(stage1_cache, key) if stage1_cache else os.path.join(workdir, "stage1")
-    stage1 = _load_stage1(classifier, folder)
+    stage1 = load_stage1(classifier, folder)
     reused = stage1 is not None
     resumed, skipped = {}, {}
     if not reused:
@@ -311,7 +309,7 @@ def _train(method, config, data, workdir, stage1_cache):
             "pretrain_s": time.perf_counter() - start,
             "source_test_accuracy": _accuracy(classifier, data.x_source_test, data.y_source_test, config.batch_size),
         }
-        _save_stage1(classifier, folder, stage1)
+        save_stage1(classifier, folder, stage1)
     pretrain_history, pretrain_s, source_acc = stage1["history"], stage1["pretrain_s"], stage1["source_test_accuracy"]
     reseed_stage2(classifier, config.seed + 1)
     start = time.perf_counter()

@@ -86,6 +86,10 @@ def main(argv):
     except ValueError as error:
         print(f"tfinfo-transfer: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the environment (files, disk, permissions), not a bug
+        print(f"tfinfo-transfer: error: Expected the files of this run to be readable and writable. "
+              f"Received: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
     except NonFiniteTermError as error:
         print(f"tfinfo-transfer: error: {error} The checkpoints in {FLAGS.workdir} are kept: "
               "fix the cause and rerun the same command to resume.", file=sys.stderr)

@@ -94,6 +94,10 @@ def main(argv):
     except ValueError as error:
         print(f"tfinfo-tune: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the environment (files, disk, permissions), not a bug
+        print(f"tfinfo-tune: error: Expected the files of this run to be readable and writable. "
+              f"Received: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
     except RuntimeError as error:
         print(f"tfinfo-tune: error: {error}", file=sys.stderr)
         return 1

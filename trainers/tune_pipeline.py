@@ -183,6 +183,7 @@ def run_tune(
     train_idx, val_idx = validation_split(data.y_labeled, data.num_classes, validation_fraction, base_config.seed)
     x_val, y_val = data.x_labeled[val_idx], np.asarray(data.y_labeled)[val_idx].astype(np.int64)
     stage2 = dataclasses.replace(data, x_labeled=data.x_labeled[train_idx], y_labeled=data.y_labeled[train_idx])
+    method.check_data(stage2, base_config)  # before anything is written
     data_s = time.perf_counter() - start
     prepare_directory(directory, spec, overwrite)
 

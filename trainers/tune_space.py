@@ -25,6 +25,7 @@ import typing
 import numpy as np
 
 from trainers.config import TransferConfig
+from trainers.config import check_field
 
 KINDS = ("log", "float", "int", "choice", "fixed")
 
@@ -149,6 +150,18 @@ def _parse_value(token, dtype, entry):
     return value
 
 
+def _check_allowed(name, values, entry):
+    """Refuses a value the field does not accept (a choice outside the field's allowed
+    values, a range end outside its range): checked when the space is parsed, so that a
+    bad search is refused before anything is written, not trial after trial."""
+    for value in values:
+        try:
+            check_field(name, value)
+        except ValueError as error:
+            raise ValueError(f"Expected `search` values that `{name}` accepts ({error}). "
+                             f"Received: search entry {entry!r}") from None
+
+
 def _check_field(name, method, entry):
     if name not in _FIELD_TYPES:
         raise ValueError(f"Expected `search` names among the TransferConfig fields {sorted(_FIELD_TYPES)}. "
@@ -193,6 +206,7 @@ def parse_dimension(name, spec, method=None):
             raise _bad_entry(entry, "one value after fixed:")
         if kind == "choice" and (len(values) < 2 or len(set(values)) != len(values)):
             raise _bad_entry(entry, "at least two distinct values after choice:")
+        _check_allowed(name, values, entry)
         return SearchDimension(name, kind, dtype, values=values)
     if dtype == "str":
         raise _bad_entry(entry, f"choice: or fixed: for the text field {name}")
@@ -211,6 +225,7 @@ def parse_dimension(name, spec, method=None):
         raise _bad_entry(entry, "LOW > 0 for log:")
     if step is not None and not 0 < step <= high - low:
         raise _bad_entry(entry, "0 < STEP <= HIGH - LOW")
+    _check_allowed(name, (low, high), entry)  # the fields' ranges are intervals: both ends suffice
     return SearchDimension(name, kind, dtype, low=low, high=high, step=step)
 
 

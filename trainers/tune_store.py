@@ -40,7 +40,7 @@ def _json_default(value):
 def search_spec(base_config, tuner, validation_fraction, space, executions_per_trial, base_first,
                 num_initial_points):
     """What a directory's search is: a rerun must match it to resume."""
-    config = {k: v for k, v in base_config.to_dict().items() if k not in ("verbose", "cache_dir")}
+    config = base_config.identity()  # display and cache settings do not make another search
     return {
         "tuner": tuner,
         "validation_fraction": float(validation_fraction),

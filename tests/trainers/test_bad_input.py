@@ -360,7 +360,7 @@ def _cases(d):
         ("config_epochs_not_a_number", {"--config": str(d / "epochs.json"), "--pretrain_epochs": None},
          ["Expected `pretrain_epochs` to be an integer >= 0", "Received: pretrain_epochs='two'"], {}),
         ("config_num_classes_zero", {"--config": str(d / "zero.json")},
-         ["Expected `num_classes` to be None or an integer >= 1", "Received: num_classes=0"], {}),
+         ["Expected `num_classes` to be None or an integer >= 2", "Received: num_classes=0"], {}),
     ]
 
 

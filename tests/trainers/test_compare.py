@@ -15,18 +15,23 @@ from trainers.paper_results import PAPER_RESULTS
 
 
 @pytest.mark.integration
-def test_compare_writes_table_and_plot_records_failures_and_resumes(tmp_path):
+def test_compare_writes_table_and_plot_records_failures_and_resumes(tmp_path, monkeypatch):
+    from trainers.methods import MutualInformation
+
     base = _tiny_config(tmp_path)
-    compare = CompareConfig(
-        base=base, methods=("standard", "mi"), labeled=(8,), seeds=(0, 1),
-        # An invalid option makes every mi run fail: recorded, and the others go on.
-        method_overrides={"mi": {"critic_schedule": "sometimes"}},
-    )
+    compare = CompareConfig(base=base, methods=("standard", "mi"), labeled=(8,), seeds=(0, 1))
+
+    # A bad option is refused before any run now; a failure during training (here an
+    # error raised by every mi run's stage 1) is recorded, and the others go on.
+    def broken_pretrain(self, *args, **kwargs):
+        raise RuntimeError("stage 1 broke in training")
+
+    monkeypatch.setattr(MutualInformation, "pretrain", broken_pretrain)
     workdir = tmp_path / "cmp"
     log = []
     failures = compare_main(compare, str(workdir), log=log.append)
     assert failures == 2
-    assert (workdir / "runs" / "mi_l8_s0" / "error.txt").read_text().count("critic_schedule") >= 1
+    assert (workdir / "runs" / "mi_l8_s0" / "error.txt").read_text().count("stage 1 broke in training") >= 1
     with open(workdir / "table.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["method"], r["seed"], r["status"]) for r in rows] == [
@@ -39,7 +44,8 @@ def test_compare_writes_table_and_plot_records_failures_and_resumes(tmp_path):
     png = (workdir / "accuracy_vs_labeled.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
-    # Rerun with the bad override fixed: finished runs are skipped, failed ones redone.
+    # Rerun with the cause fixed: finished runs are skipped, failed ones redone.
+    monkeypatch.undo()
     stamp = os.path.getmtime(workdir / "runs" / "standard_l8_s0" / "results.json")
     fixed = CompareConfig(base=base, methods=("standard", "mi"), labeled=(8,), seeds=(0, 1))
     log = []
@@ -48,6 +54,7 @@ def test_compare_writes_table_and_plot_records_failures_and_resumes(tmp_path):
     assert sum(": running" in line for line in log) == 2
     assert os.path.getmtime(workdir / "runs" / "standard_l8_s0" / "results.json") == stamp
     assert "| mi | 8 | " in (workdir / "table.md").read_text()
+    assert not (workdir / "runs" / "mi_l8_s0" / "error.txt").exists()  # the redone run succeeded
 
 
 def test_summary_puts_the_papers_number_beside_ours():
