@@ -2,45 +2,24 @@
 any training or file writing (the workdir is not created, an existing one is untouched).
 
 The cases run the real CLI code (absl flags parsed, `trainers.ib.main`) one after another
-in one fresh process (`_DRIVER`: TensorFlow is imported once, and `trainers.ib`'s flags
+in one fresh process (`tests.cli_driver`: TensorFlow is imported once, and `trainers.ib`'s flags
 stay away from the other trainers' flags, which share names); two run as
 `python -m trainers.ib` to check the process exit code itself.
 """
 
-import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
+
+from tests.cli_driver import run_cases
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 
 # A short, cheap run: an input that slipped through would train quickly and then write.
 _COMMON = ["--objective", "ce", "--hidden", "4", "--epochs", "1", "--plane_samples", "50", "--verbose", "0"]
-
-_DRIVER = textwrap.dedent("""
-    import contextlib, io, json, sys, traceback
-    from trainers import ib
-
-    cases = json.load(open(sys.argv[1]))
-    results = {}
-    for case in cases:
-        out, err = io.StringIO(), io.StringIO()
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                ib.FLAGS.unparse_flags()
-                ib._parse_flags(["tfinfo-ib", *case["argv"]])
-                code = ib.main(["tfinfo-ib"])
-        except SystemExit as exit:
-            code = exit.code
-        except BaseException:  # what app.run would turn into exit code 1 and a traceback
-            code, err = 1, io.StringIO(err.getvalue() + traceback.format_exc())
-        results[case["id"]] = {"code": code, "stderr": err.getvalue()}
-    json.dump(results, open(sys.argv[2], "w"))
-""")
 
 # (id, flags, expected message): every message names the flag, what is expected and
 # what was received.
@@ -126,11 +105,7 @@ def driven(tmp_path_factory):
     workdirs["workdir_file"] = str(a_file)
     cases.append({"id": "workdir_file", "argv": [*_COMMON, "--workdir", str(a_file)]})
     before = {case_id: _snapshot(path) for case_id, path in workdirs.items()}
-    (root / "cases.json").write_text(json.dumps(cases))
-    proc = subprocess.run([sys.executable, "-c", _DRIVER, str(root / "cases.json"), str(root / "results.json")],
-                          cwd=str(root), env=ENV, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((root / "results.json").read_text()), workdirs, before
+    return run_cases("trainers.ib", "tfinfo-ib", cases, root), workdirs, before
 
 
 @pytest.mark.parametrize("case_id,argv,message", _CASES, ids=[c[0] for c in _CASES])

@@ -167,21 +167,27 @@ def test_bad_search_strings_are_refused_naming_the_entry(search, match):
 
 
 def test_cli_refuses_bad_arguments_with_exit_2_before_touching_the_directory(tmp_path):
+    from tests.cli_driver import run_cases
+
     config_file = tmp_path / "base.json"
     config_file.write_text(json.dumps({"method": "lautum", "labeled": 8}))
-    for args, match in (
-        (["--tuner", "hyperband"], "Expected tuner to be one of ['random', 'bayesian']. Received: tuner='hyperband'"),
-        (["--search", "lautum_weight=log:0:1"], "Received: search entry 'lautum_weight=log:0:1'"),
-        (["--search", "mi_weight=log:0.01:1"], "Expected `search` names that method 'lautum' reads"),
-        (["--search", "lautum_weight=log:1e-3"], "LOW:HIGH after log:"),
-        (["--max_trials", "0"], "Expected max_trials to be an integer >= 1. Received: max_trials=0"),
-        (["--validation_fraction", "1.5"], "Expected validation_fraction in (0, 1). Received: validation_fraction=1.5"),
-        (["--executions_per_trial", "0"], "Expected executions_per_trial to be an integer >= 1"),
-    ):
-        proc = _cli("trainers.tune", ["--config", str(config_file), "--directory", str(tmp_path / "d"), *args],
-                    tmp_path)
-        assert proc.returncode == 2, (args, proc.stderr[-2000:])
-        last = proc.stderr.strip().splitlines()[-1]
+    expected = {
+        "tuner": (["--tuner", "hyperband"], "Expected tuner to be one of ['random', 'bayesian']. Received: tuner='hyperband'"),
+        "search_low": (["--search", "lautum_weight=log:0:1"], "Received: search entry 'lautum_weight=log:0:1'"),
+        "search_name": (["--search", "mi_weight=log:0.01:1"], "Expected `search` names that method 'lautum' reads"),
+        "search_range": (["--search", "lautum_weight=log:1e-3"], "LOW:HIGH after log:"),
+        "max_trials": (["--max_trials", "0"], "Expected max_trials to be an integer >= 1. Received: max_trials=0"),
+        "validation_fraction": (["--validation_fraction", "1.5"],
+                                "Expected validation_fraction in (0, 1). Received: validation_fraction=1.5"),
+        "executions": (["--executions_per_trial", "0"], "Expected executions_per_trial to be an integer >= 1"),
+    }
+    cases = [{"id": case_id, "argv": ["--config", str(config_file), "--directory", str(tmp_path / "d"), *args]}
+             for case_id, (args, _) in expected.items()]
+    results = run_cases("trainers.tune", "tfinfo-tune", cases, tmp_path)
+    for case_id, (args, match) in expected.items():
+        result = results[case_id]
+        assert result["code"] == 2, (args, result["stderr"][-2000:])
+        last = result["stderr"].strip().splitlines()[-1]
         assert last.startswith("tfinfo-tune: error: Expected") and "Received:" in last and match in last, last
     assert not (tmp_path / "d").exists()
 
