@@ -149,23 +149,18 @@ class _FaultInjection(keras.callbacks.Callback):
 
 
 NAN_INJECTION_ENV = "TFINFO_INJECT_NAN"
-_NAN_TARGETS = {"lautum": "LautumRegularizer", "mi": "MutualInformationRegularizer", "mmd": "MMDRegularizer"}
-
-
 def _maybe_inject_nan(model):
-    """Test hook: `TFINFO_INJECT_NAN=TERM:CALL` (TERM in lautum, mi, mmd) makes that
-    regularizer of `model` NaN at its CALL-th training call (`inject_nan`)."""
+    """Test hook: `TFINFO_INJECT_NAN=TERM:CALL` (TERM a penalty term's name: lautum, mi,
+    mmd) makes that term of `model` NaN at its CALL-th training step
+    (`inject_nan_into_term`)."""
     spec = os.environ.get(NAN_INJECTION_ENV)
     if not spec or getattr(model, "_tfinfo_nan_injected", False):
         return
-    from tfinfo.regularizers.nan_injection import inject_nan
+    from tfinfo.regularizers.nan_injection import inject_nan_into_term
 
-    term, _, at_call = spec.partition(":")
-    stack = [model]
-    while stack:
-        layer = stack.pop()
-        if type(layer).__name__ == _NAN_TARGETS.get(term):
-            inject_nan(layer, int(at_call))
+    name, _, at_call = spec.partition(":")
+    for term in getattr(model, "terms", ()):
+        if term.name == name:
+            inject_nan_into_term(term, int(at_call))
             model._tfinfo_nan_injected = True
             return
-        stack.extend(getattr(layer, "layers", []) or [])

@@ -144,6 +144,13 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, im
     assert results["resumed_from_epoch"]["stage1"] == {"pretrain": 1}
 
 
+def _files(workdir, lock=False):
+    """The workdir's files and bytes; without run.lock unless `lock`: a killed run's stale
+    lock is taken over and released by the next run that starts, and is not data."""
+    return {p: p.read_bytes() for p in workdir.rglob("*")
+            if p.is_file() and (lock or p.name != "run.lock")}
+
+
 def test_no_readable_checkpoint_is_an_error_that_keeps_the_workdir(tmp_path):
     config = _config(tmp_path, "standard")
     workdir = tmp_path / "killed"
@@ -151,15 +158,12 @@ def test_no_readable_checkpoint_is_an_error_that_keeps_the_workdir(tmp_path):
     folder = workdir / "checkpoints" / "stage1" / "pretrain"
     for checkpoint in folder.iterdir():
         _corrupt(checkpoint / "state.npz")
-    def files():  # the killed run's stale run.lock is taken over and released: not data
-        return {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file() and p.name != "run.lock"}
-
-    before = files()
+    before = _files(workdir)
     failed = _run(config, workdir)
     assert failed.returncode == 2
     assert "Expected a readable checkpoint in" in failed.stderr
     assert "Received: 2 corrupt checkpoint(s) (epoch-0002, epoch-0001)" in failed.stderr
-    assert files() == before and not (workdir / "run.lock").exists()
+    assert _files(workdir) == before and not (workdir / "run.lock").exists()
 
 
 def test_another_config_in_the_same_workdir_is_refused(tmp_path):
@@ -170,11 +174,11 @@ def test_another_config_in_the_same_workdir_is_refused(tmp_path):
     other["finetune_epochs"] = 5
     other_path = tmp_path / "other.json"
     other_path.write_text(json.dumps(other))
-    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    before = _files(workdir, lock=True)
     refused = _run(other_path, workdir)
     assert refused.returncode == 2
     assert "Expected --workdir" in refused.stderr and "differs in ['finetune_epochs']" in refused.stderr
-    assert files() == before and not (workdir / "run.lock").exists()
+    assert _files(workdir, lock=True) == before  # refused before the stale lock is touched
 
 
 @pytest.mark.slow
