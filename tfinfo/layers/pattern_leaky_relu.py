@@ -45,11 +45,17 @@ class PatternLeakyReLU(keras.layers.Layer):
 
         @tf.custom_gradient
         def leaky_relu(x):
-            def grad(dy):
-                positive = tf.stop_gradient(x) > 0
-                return dy * tf.where(positive, tf.ones_like(dy), tf.fill(tf.shape(dy), tf.cast(slope, dy.dtype)))
+            y = tf.nn.leaky_relu(x, alpha=slope)
 
-            return tf.nn.leaky_relu(x, alpha=slope), grad
+            def grad(dy):
+                # The pattern is read from the output: y > 0 exactly where x > 0, since
+                # the slope is >= 0. Reading it from x made Grappler's remapper fail
+                # (it fuses Conv2D + BiasAdd + LeakyRelu and removes the BiasAdd that
+                # the comparison read) and print an error on every run.
+                positive = tf.sign(tf.nn.relu(tf.stop_gradient(y)))  # 1 where y > 0, else 0; no bool tensor
+                return dy * (slope + (1.0 - slope) * positive)
+
+            return y, grad
 
         return leaky_relu(inputs)
 
