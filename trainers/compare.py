@@ -27,8 +27,14 @@ import sys
 import time
 import traceback
 
-from absl import app
-from absl import flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__" or os.path.basename(sys.argv[0]).startswith("tfinfo-"):  # the CLI, not an import
+    from trainers import stderr_filter  # noqa: E402
+
+    stderr_filter.install()  # before TensorFlow prints its start-up lines
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
 
 from trainers.compare_pairs import PAIRED_FIELDS  # noqa: F401 (part of this module's interface)
 from trainers.compare_pairs import paired_across

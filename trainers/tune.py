@@ -24,6 +24,10 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__" or os.path.basename(sys.argv[0]).startswith("tfinfo-"):  # the CLI, not an import
+    from trainers import stderr_filter  # noqa: E402
+
+    stderr_filter.install()  # before TensorFlow prints its start-up lines
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
