@@ -428,7 +428,13 @@ def fit(model, dataset, epochs, callbacks=(), verbose=0, strategy=None, initial_
         raise ValueError(f"Expected `dataset` to be a tf.data.Dataset. Received: {type(dataset).__name__}")
     if strategy is None:
         strategy = model.distribute_strategy
-    if not is_multi_worker(strategy):
+    # Under any other strategy Keras's `fit` opens one extra iterator of the dataset
+    # before training (`_maybe_symbolic_build` peeks at a batch), which advances every
+    # `shuffle(reshuffle_each_iteration=True)` seed generator in it: the run would train
+    # on the second shuffle order while one device trains on the first. The custom
+    # loop builds from the dataset's element_spec and opens one iterator, so a mirrored
+    # run sees one device's global batches in one device's order.
+    if not (is_multi_worker(strategy) or isinstance(strategy, tf.distribute.MirroredStrategy)):
         if strategy is not model.distribute_strategy:
             raise ValueError(
                 "Expected the model to be created under `strategy.scope()` of the strategy passed to `fit`. "

@@ -4,8 +4,10 @@ TensorFlow's C++ runtime prints a few lines on every CPU run that look like prob
 are not: the oneDNN notice ("... floating-point round-off errors ..."), and an
 `E0000 ... oneDNN supports DT_BOOL only on platforms with AVX-512. Falling back to the
 default Eigen-based implementation` logged at error level for a boolean op that simply
-runs in Eigen. They are written before absl logging is initialized, so
-`TF_CPP_MIN_LOG_LEVEL` does not silence them, and switching oneDNN off
+runs in Eigen, and under `--strategy mirrored` tf.data's "NodeDef mentions attribute
+use_unbounded_threadpool ... Unknown attributes will be ignored". The first two are
+written before absl logging is initialized, so `TF_CPP_MIN_LOG_LEVEL` does not silence
+them, and switching oneDNN off
 (`TF_ENABLE_ONEDNN_OPTS=0`) makes a training run about 1.6x slower here. A user cannot
 tell them from real errors, so the CLIs drop exactly these lines (`KNOWN`) and pass
 every other byte through. `TFINFO_RAW_STDERR=1` turns the filter off.
@@ -28,6 +30,9 @@ KNOWN = tuple(re.compile(p) for p in (
     r"oneDNN custom operations are on\. You may see slightly different numerical results",
     r"oneDNN supports DT_BOOL only on platforms with AVX-512\. Falling back to the default Eigen",
     r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
+    # tf.data's distribution rewrite (mirrored runs) re-reads its own graph: "may be
+    # expected ... Unknown attributes will be ignored".
+    r"NodeDef mentions attribute use_unbounded_threadpool which is not in the op definition",
 ))
 
 _installed = False

@@ -35,20 +35,24 @@ def write_source(path, seed=0):
     return arrays
 
 
+
+def _tiny_info(builder):
+    """The builders' DatasetInfo: 28x28x1 images and NUM_CLASSES labels."""
+    return builder.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(28, 28, 1)),
+            "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+        }),
+        supervised_keys=("image", "label"),
+    )
+
 class TfinfoTinyDigits(tfds.core.GeneratorBasedBuilder):
     """10 classes of 28x28x1 images, 40 train and 20 test examples."""
 
     VERSION = tfds.core.Version("1.0.0")
     source = None  # the .npz file the examples are read from
 
-    def _info(self):
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(28, 28, 1)),
-                "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-            }),
-            supervised_keys=("image", "label"),
-        )
+    _info = _tiny_info
 
     def _split_generators(self, dl_manager):
         del dl_manager  # local data: nothing to download
@@ -72,14 +76,7 @@ class TfinfoBrokenDownload(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
 
-    def _info(self):
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(28, 28, 1)),
-                "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-            }),
-            supervised_keys=("image", "label"),
-        )
+    _info = _tiny_info
 
     def _split_generators(self, dl_manager):
         import requests
