@@ -383,10 +383,10 @@ def _multi_worker_fit(model, dataset, epochs, callbacks, verbose, strategy, init
 def fit(model, dataset, epochs, callbacks=(), verbose=0, strategy=None, initial_epoch=0, steps_per_epoch=None):
     """Trains `model` on `dataset` for `epochs` epochs, under any of our strategies.
 
-    Under the default strategy and `MirroredStrategy` this is `model.fit(dataset,
-    epochs=epochs, callbacks=callbacks, verbose=verbose)`. Under
-    `MultiWorkerMirroredStrategy`, where Keras 3's `fit` fails
-    (keras-team/keras#20585), it runs a custom loop with the same semantics: global
+    Under the default strategy this is `model.fit(dataset, epochs=epochs,
+    callbacks=callbacks, verbose=verbose)`. Under `MirroredStrategy` (where `fit`
+    would shuffle differently) and `MultiWorkerMirroredStrategy` (where Keras 3's `fit`
+    fails, keras-team/keras#20585), it runs a custom loop with the same semantics: global
     batches split across the replicas, gradients summed across workers by the
     optimizer, callbacks called in `fit`'s order, metrics reset every epoch, logs of
     the global batch, `model.stop_training` and `BackupAndRestore` honoured (see the
@@ -428,12 +428,9 @@ def fit(model, dataset, epochs, callbacks=(), verbose=0, strategy=None, initial_
         raise ValueError(f"Expected `dataset` to be a tf.data.Dataset. Received: {type(dataset).__name__}")
     if strategy is None:
         strategy = model.distribute_strategy
-    # Under any other strategy Keras's `fit` opens one extra iterator of the dataset
-    # before training (`_maybe_symbolic_build` peeks at a batch), which advances every
-    # `shuffle(reshuffle_each_iteration=True)` seed generator in it: the run would train
-    # on the second shuffle order while one device trains on the first. The custom
-    # loop builds from the dataset's element_spec and opens one iterator, so a mirrored
-    # run sees one device's global batches in one device's order.
+    # Under a strategy Keras's `fit` peeks at a batch through an extra iterator, which
+    # advances `shuffle(reshuffle_each_iteration=True)`: a mirrored run would train on
+    # another order than one device. The custom loop opens one iterator.
     if not (is_multi_worker(strategy) or isinstance(strategy, tf.distribute.MirroredStrategy)):
         if strategy is not model.distribute_strategy:
             raise ValueError(
