@@ -25,7 +25,8 @@ flags.DEFINE_string("method", None, "standard | lautum | mi | lautum_mi | te | l
 flags.DEFINE_integer("labeled", None, "Number of labeled target training images.")
 flags.DEFINE_integer("seed", None, "Seed of split, data order and initialization.")
 flags.DEFINE_string("workdir", "runs/transfer", "Output folder (results.json, export/).")
-flags.DEFINE_string("source", None, "Source data spec: embedded | npz:PATH | dir:PATH | tfds:NAME[:classes=..].")
+flags.DEFINE_string("source", None, "Source data spec: embedded | npz:PATH[:scale=1|255] | dir:PATH[:scale=1|255] | "
+                    "tfds:NAME[:classes=..][:scale=1|255] (scale: the pixel range of float images).")
 flags.DEFINE_string("target", None, "Target data spec (same forms as --source).")
 flags.DEFINE_string("config", None, "Config file: .py with get_config() or .json of fields.")
 flags.DEFINE_integer("pretrain_epochs", None, "Epochs of stage 1.")

@@ -35,7 +35,8 @@ from absl import flags  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Base config file: .py with get_config() or .json of fields.")
 flags.DEFINE_string("method", None, "standard | lautum | mi | lautum_mi | te | lautum_te | mmd | ctc (the registry).")
-flags.DEFINE_string("source", None, "Source data spec: embedded | npz:PATH | dir:PATH | tfds:NAME[:classes=..].")
+flags.DEFINE_string("source", None, "Source data spec: embedded | npz:PATH[:scale=1|255] | dir:PATH[:scale=1|255] | "
+                    "tfds:NAME[:classes=..][:scale=1|255] (scale: the pixel range of float images).")
 flags.DEFINE_string("target", None, "Target data spec (same forms as --source).")
 flags.DEFINE_integer("labeled", None, "Number of labeled target training images (validation split included).")
 flags.DEFINE_integer("seed", None, "Seed of the data, the validation split, the trials and the tuner.")

@@ -136,8 +136,8 @@ def test_validate_labels_accepts_integral_floats_and_column():
 
 
 def test_unknown_spec_is_refused():
-    expected = ("Expected a data spec of the form 'embedded', 'npz:PATH', 'dir:PATH' or "
-                "'tfds:NAME[:classes=...]'. Received: spec='csv:/x.csv'")
+    expected = ("Expected a data spec of the form 'embedded', 'npz:PATH[:scale=1|255]', 'dir:PATH[:scale=1|255]' "
+                "or 'tfds:NAME[:classes=...][:scale=1|255]'. Received: spec='csv:/x.csv'")
     with pytest.raises(ValueError) as info:
         load_spec("csv:/x.csv")
     assert str(info.value) == expected

@@ -30,8 +30,8 @@ from tfinfo.data.tfds_loader import load_tfds
 logger = logging.getLogger(__name__)
 
 _SPEC_ERROR = (
-    "Expected a data spec of the form 'embedded', 'npz:PATH', 'dir:PATH' or "
-    "'tfds:NAME[:classes=...]'. Received: spec={spec!r}"
+    "Expected a data spec of the form 'embedded', 'npz:PATH[:scale=1|255]', 'dir:PATH[:scale=1|255]' or "
+    "'tfds:NAME[:classes=...][:scale=1|255]'. Received: spec={spec!r}"
 )
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # A trailing `:scale=...` of an `npz:` or `dir:` spec (a path may hold colons).
