@@ -1,7 +1,8 @@
 """Distribution cases of the information-bottleneck toolkit and CTC (see `harness.py`).
 
 `case(jit_compile) -> (model, dataset)`: small MLPs (a tiny CNN for CTC), two global
-batches of 8, no dropout; SGD for the networks (the update is linear in the gradient)
+batches of 8 (the IB cases: of 12, split into `critic_steps + 1 = 3` parts of 4, two
+rows of each on every replica), no dropout; SGD for the networks (the update is linear in the gradient)
 and SGD with momentum for the critics (a slot per variable, still linear). The harness
 compares every model variable (critics, MINE moving averages, AA-MINE copies and head
 scales, memory banks) and the optimizers' variables (critic-optimizer slots).
@@ -29,8 +30,8 @@ def _inputs(n=BATCH * STEPS, seed=1, balanced_classes=None):
     return x, y
 
 
-def _dataset(x, y):
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+def _dataset(x, y, batch=BATCH):
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
 
 
 def _init(seed):
@@ -70,10 +71,13 @@ def _start_score_biases_away_from_zero(model, value=0.5):
         critic.output_layer.bias.assign(np.full((1,), value, "float32"))
 
 
-def _ib(x_critic, jit_compile, **kwargs):
+IB_BATCH = 12  # 3 parts (critic_steps + 1) of 4 rows, 2 per replica
+
+
+def _ib(x_critic, jit_compile, phase="alternate", **kwargs):
     from tfinfo.models import InformationBottleneckModel
 
-    x, y = _inputs()
+    x, y = _inputs(IB_BATCH * STEPS)
     model = InformationBottleneckModel(
         _mlp(), alpha=1.0, beta=0.5, gamma=0.2, noise_variance=0.5, critic_steps=2, x_critic=x_critic, seed=0,
         **kwargs,
@@ -86,7 +90,8 @@ def _ib(x_critic, jit_compile, **kwargs):
         loss=_ce(),
         jit_compile=jit_compile,
     )
-    return model, _dataset(x, y)
+    model.set_phase(phase)
+    return model, _dataset(x, y, IB_BATCH)
 
 
 def ib_mine(jit_compile):
@@ -97,6 +102,16 @@ def ib_mine(jit_compile):
 def ib_aa_mine(jit_compile):
     """End-to-end IB with the architecture-aware critic (copy of the whole network)."""
     return _ib("aa_mine", jit_compile)
+
+
+def ib_aa_mine_reuse(jit_compile):
+    """End-to-end IB, AA-MINE, the former schedule: every critic update on the whole batch."""
+    return _ib("aa_mine", jit_compile, critic_batches="reuse")
+
+
+def ib_critic_phase(jit_compile):
+    """The critic warm-up phase (`set_phase("critic")`): critics only, network fixed."""
+    return _ib("aa_mine", jit_compile, phase="critic")
 
 
 def ib_mine_gathered_inputs(jit_compile):
@@ -117,14 +132,14 @@ def ib_layer_stage(jit_compile):
     """One stage of `train_layer_by_layer` (layer `hidden`, AA-MINE, the other layers frozen)."""
     from tfinfo.models.layer_by_layer import build_layer_stage
 
-    x, y = _inputs()
+    x, y = _inputs(IB_BATCH * STEPS)
     model = build_layer_stage(
         _mlp(), "hidden", x, beta=0.2, noise_variance=0.5, critic_steps=2, x_critic="aa_mine", seed=0,
         optimizer=keras.optimizers.SGD(0.1), critic_optimizer=keras.optimizers.SGD(0.2, momentum=0.9),
-        jit_compile=jit_compile,
+        critic_warmup=0, jit_compile=jit_compile,
     )
     _start_score_biases_away_from_zero(model)
-    return model, _dataset(x, y)
+    return model, _dataset(x, y, IB_BATCH)
 
 
 # -- surrogate bottlenecks (seed 004) -----------------------------------------------

@@ -32,6 +32,8 @@ CASES = {
     "ctc_revitalization": ["ce", "irs"],
     "ib_mine": ["ce", "i_x", "i_y"],
     "ib_aa_mine": ["ce", "i_x", "i_y"],
+    "ib_aa_mine_reuse": ["ce", "i_x", "i_y"],
+    "ib_critic_phase": ["ce", "i_x", "i_y"],
     "ib_mine_gathered_inputs": ["ce", "i_x", "i_y"],
     "ib_layer_stage": ["i_x", "i_y"],
     "surrogate_activation_l2": ["ce", "surrogate"],
@@ -42,7 +44,12 @@ CASES = {
 # Every mode by default for one case of each model family.
 ALL_MODES_BY_DEFAULT = {"ctc_aggregation", "ctc_revitalization", "ib_aa_mine", "surrogate_conditional_log_variance"}
 # A second path of the same model: behind the `slow` marker altogether.
-SLOW_CASES = {"ib_mine_gathered_inputs"}
+SLOW_CASES = {"ib_mine_gathered_inputs", "ib_aa_mine_reuse"}
+# Absolute tolerance of the logs (default 1e-7). "reuse" logs the bounds of the critics
+# before their updates: an I(Y; L) near 0.009 nats is the difference of two terms near
+# 0.5 (the score biases), whose float32 sums differ by ~2e-7 with the summation order
+# (one device vs two replicas), while every variable agrees to 1e-5.
+LOG_ATOL = {"ib_aa_mine_reuse": 1e-6}
 
 MIRRORED = ["single", "mirrored"]
 PRECISION = ["single", "xla", "mixed_float16"]
@@ -70,9 +77,9 @@ def _needs(result, mode):
 
 
 def test_mirrored_equals_one_device(case):
-    _, result = case
+    name, result = case
     _needs(result, "mirrored")
-    assert_mirrored_matches_single(result)
+    assert_mirrored_matches_single(result, log_atol=LOG_ATOL.get(name, 1e-7))
     assert_same_optimizer_state(result, "mirrored")
 
 

@@ -35,8 +35,8 @@ def test_each_stage_trains_its_layer_and_earlier_layers_stay_frozen():
     x, y = _blobs()
     snapshots = _Snapshots(net)
     result = train_layer_by_layer(net, x, y, beta=1e-3, critic_steps=2, epochs_per_layer=2, readout_epochs=60,
-                                  readout_learning_rate=1e-2,
-                                  batch_size=100, callbacks=[snapshots], seed=0)
+                                  readout_learning_rate=1e-2, critic_warmup=4,
+                                  batch_size=50, callbacks=[snapshots], seed=0)
     assert result.layers == ["h1", "h2", "out"]
     stages = snapshots.after_stage[:3]  # the readout's fit does not use the callbacks
 
@@ -53,6 +53,9 @@ def test_each_stage_trains_its_layer_and_earlier_layers_stay_frozen():
         previous = stages[i]
     assert all(not layer.trainable for layer in net.layers)
     assert set(result.histories) == {"h1", "h2", "out"} and len(result.histories["h2"]["i_y"]) == 2
+    # Every stage's fresh critics were warmed up alone first (4 critic-only steps each).
+    assert {name: [e["step"] for e in w] for name, w in result.warmups.items()} == {
+        name: [1, 2, 3, 4] for name in ("h1", "h2", "out")}
     # The post-trained readout classifies the easy blobs; the IB stages kept label information.
     x_test, y_test = _blobs(300, seed=1)
     accuracy = np.mean(np.argmax(result.model.predict(x_test, verbose=0), -1) == y_test)

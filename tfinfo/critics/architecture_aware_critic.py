@@ -66,11 +66,18 @@ class ArchitectureAwareCritic(keras.layers.Layer):
     "a frozen copy") keeps the copy equal to the network: its variables are
     non-trainable, so `trainable_variables` is the head only and the critic knows `F_i`
     exactly. `train_copy=True` is the literal reading of Algorithm 1: the copy starts at the
-    network's weights and is updated with the head. Either way `sync_from(network)` copies
-    the network's current weights in again (call it after every update of the network
-    when the critic is used as a regularizer). The copy always runs in inference mode
-    (`training=False`: no dropout, batch-norm moving statistics), like the network whose
-    outputs are measured.
+    network's weights and is updated with the head (all of its layers, also copies of
+    frozen ones). `sync_from(network)` copies the network's current weights in again:
+    with `train_copy=False`, call it after every update of the network when the critic is
+    used as a regularizer (`InformationBottleneckModel` does, before every step's critic
+    updates; with `train_copy=True` it never re-syncs, so the copy's training is kept).
+
+    Mode. The copy always runs in inference mode (`training=False`: no dropout,
+    batch-norm moving statistics). The joint pairs are `(x, F_i(x) + eps)` only when `z`
+    is the network's inference-mode output: a `z` computed in training mode through
+    dropout or batch normalization is not what the copy computes
+    (`InformationBottleneckModel` gives the critic inference-mode representations, and
+    refuses `representation_mode="training"` with such layers in `1..i`).
 
     `adapt(x, z)` (optional) stores a per-feature mean `m` and standard deviation `s` (of
     `z`, or of `F_i(x)` without `z`); the head then sees `[(F_i(x) - m) / s, (z - m) / s]`:
@@ -125,7 +132,9 @@ class ArchitectureAwareCritic(keras.layers.Layer):
             pending = _source_weights(feature_network) if _is_built(feature_network) else None
         self.feature_network = _clone(feature_network)
         self.train_copy = bool(train_copy)
-        self.feature_network.trainable = self.train_copy
+        # Every layer of the copy, also those cloned from frozen layers of the network
+        # (the layer-by-layer scheme freezes them): the copy is trained or not as a whole.
+        _set_trainable(self.feature_network, self.train_copy)
         # The head computes in the critic's dtype policy (e.g. float32 under a mixed
         # policy); the copy keeps the network's layers' own policies, so `F_i(x)` is
         # computed exactly as the network computes `L_i`.
@@ -323,6 +332,12 @@ class ArchitectureAwareCritic(keras.layers.Layer):
         }
         base_config = super().get_config()
         return {**base_config, **config}
+
+
+def _set_trainable(network, value):
+    network.trainable = value
+    for layer in getattr(network, "layers", []):
+        _set_trainable(layer, value)
 
 
 def _is_built(source):

@@ -18,12 +18,15 @@ class LayerByLayerResult:
         layers: names of the layers trained, in order.
         histories: per trained layer, its `History.history` dict (loss, ce, i_x, i_y, ...).
         readout_history: the readout's `History.history`.
+        warmups: per trained layer, its critics' warm-up (`warmup_history`: one dict
+            `{"step", "i_x", "i_y"}` per critic-only step; empty without warm-up).
     """
 
     model: object
     layers: list
     histories: dict
     readout_history: dict
+    warmups: dict = dataclasses.field(default_factory=dict)
 
 
 def trainable_layer_names(classifier):
@@ -32,12 +35,14 @@ def trainable_layer_names(classifier):
 
 
 def build_layer_stage(classifier, layer, x, *, beta=1e-3, noise_variance=2.0, critic_steps=10, x_critic="mine",
-                      x_regularizer=None, seed=None, optimizer=None, critic_optimizer=None, **compile_kwargs):
+                      x_regularizer=None, seed=None, optimizer=None, critic_optimizer=None, critic_batches="fresh",
+                      critic_warmup="settle", **compile_kwargs):
     """One stage of `train_layer_by_layer`: the compiled IB model that trains `layer` alone.
 
     Freezes every layer of `classifier` except `layer` (`trainable`), builds an
     `InformationBottleneckModel` with `L = layer`, `alpha=0, beta=1, gamma=beta` (seed 003
-    eq. 7), adapts its critic's input statistics to `x` and compiles it. Call it (or
+    eq. 7), with fresh critics that its `fit` warms up first (`critic_warmup`), adapts
+    its critic's input statistics to `x` and compiles it. Call it (or
     `train_layer_by_layer`) inside a `tf.distribute` strategy's scope to train the stage
     on several replicas: the model and both optimizers are then created in that scope.
 
@@ -49,6 +54,8 @@ def build_layer_stage(classifier, layer, x, *, beta=1e-3, noise_variance=2.0, cr
         x_regularizer: optional `MutualInformationRegularizer` for `I(X; L + eps)`.
         optimizer: the layer's optimizer (default `Adam(1e-3)`).
         critic_optimizer: the critics' optimizer (default `Adam(1e-4)`).
+        critic_batches, critic_warmup: as in `InformationBottleneckModel` (defaults:
+            a fresh minibatch per critic update; warm-up until the estimates settle).
         **compile_kwargs: further `compile` arguments (e.g. `jit_compile`).
 
     Returns:
@@ -59,6 +66,7 @@ def build_layer_stage(classifier, layer, x, *, beta=1e-3, noise_variance=2.0, cr
     model = InformationBottleneckModel(
         classifier, x_regularizer=x_regularizer, layer=layer, alpha=0.0, beta=1.0, gamma=beta,
         noise_variance=noise_variance, critic_steps=critic_steps, x_critic=x_critic, seed=seed,
+        critic_batches=critic_batches, critic_warmup=critic_warmup,
     )
     model.adapt(x)
     model.compile(optimizer=optimizer if optimizer is not None else keras.optimizers.Adam(1e-3),
@@ -69,20 +77,25 @@ def build_layer_stage(classifier, layer, x, *, beta=1e-3, noise_variance=2.0, cr
 
 def train_layer_by_layer(classifier, x, y, *, layers=None, beta=1e-3, noise_variance=2.0, critic_steps=10,
                          epochs_per_layer=1, readout_epochs=5, batch_size=100, learning_rate=1e-3,
-                         critic_learning_rate=1e-4, readout_learning_rate=1e-2, x_critic="mine", x_regularizer_factory=None, callbacks=(), seed=None,
-                         verbose=0):
+                         critic_learning_rate=1e-4, readout_learning_rate=1e-2, x_critic="mine",
+                         x_regularizer_factory=None, callbacks=(), seed=None, verbose=0, critic_batches="fresh",
+                         critic_warmup="settle"):
     """Trains `classifier` one layer at a time with the IB functional, then a linear readout.
 
     For each layer `L_i` in order: every other layer is frozen, and layer i is trained
     with `-I(Y; L_i) + beta * I(X; L_i + eps)` (seed 003 eq. 7) while the two MINE
-    critics train alternately (`critic_steps` critic updates per layer update, fresh
-    critics per layer); then layer i is frozen and the next one starts. Finally the whole
+    critics train alternately (`critic_steps` critic updates per layer update, each on
+    a minibatch of its own, Algorithm 1); every stage has fresh critics, which are first
+    warmed up alone (seed 003 appendix C: until their estimates settle, by default)
+    before the layer follows them; then layer i is frozen and the next one starts. Finally the whole
     network is frozen and one dense linear layer is post-trained on its output with
     cross-entropy (mutual information is invariant to invertible maps, so the IB-trained
     output need not be the one-hot label; the readout finds the map).
 
     Callbacks see one continuous epoch count across the stages (`initial_epoch`), so an
-    `InformationPlane` callback draws each layer's whole trajectory.
+    `InformationPlane` callback draws each layer's whole trajectory; the warm-ups run
+    before each stage's epochs, without the callbacks (their estimates are in
+    `LayerByLayerResult.warmups`).
 
     Each stage is `build_layer_stage`. Called inside a `tf.distribute` strategy's scope,
     every stage and the readout train on the strategy's replicas, with the same numbers
@@ -99,7 +112,9 @@ def train_layer_by_layer(classifier, x, y, *, layers=None, beta=1e-3, noise_vari
         critic_steps: critic updates per layer update (seed 003: 10).
         epochs_per_layer: epochs of each layer's stage.
         readout_epochs: epochs of the linear readout.
-        batch_size: mini-batch size.
+        batch_size: minibatch size of every critic update and layer update (with
+            `critic_batches="fresh"` each stage's `fit` takes batches of
+            `(critic_steps + 1) * batch_size` rows; the readout's are `batch_size`).
         learning_rate: Adam learning rate of the layers and the readout (seed 003: 1e-3).
         critic_learning_rate: Adam learning rate of the critics (seed 003: 1e-4).
         readout_learning_rate: Adam learning rate of the readout (`None` = `learning_rate`);
@@ -112,6 +127,10 @@ def train_layer_by_layer(classifier, x, y, *, layers=None, beta=1e-3, noise_vari
         callbacks: Keras callbacks for every stage.
         seed: seed of the critics' noise and shuffles.
         verbose: Keras verbosity.
+        critic_batches: `"fresh"` (Algorithm 1) or `"reuse"` (the `critic_steps`
+            updates and the layer update share one minibatch).
+        critic_warmup: critic-only steps at the start of every stage (an int >= 0) or
+            `"settle"` (until the held-out estimates settle; `CriticWarmup`).
 
     Returns:
         A `LayerByLayerResult`.
@@ -122,7 +141,7 @@ def train_layer_by_layer(classifier, x, y, *, layers=None, beta=1e-3, noise_vari
     >>> result.model.evaluate(x_test, y_test)
 
     Reference:
-        Elad et al., seed 003, section 5 and appendix C.
+        Elad et al., seed 003, section 5, Algorithm 1 and appendix C.
     """
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or len(y) == 0:
@@ -133,10 +152,10 @@ def train_layer_by_layer(classifier, x, y, *, layers=None, beta=1e-3, noise_vari
     if not names or unknown:
         raise ValueError(f"Expected `layers` among the classifier's layers {known}. Received: {names}")
     for name, value, low in (("epochs_per_layer", epochs_per_layer, 1), ("readout_epochs", readout_epochs, 1),
-                             ("batch_size", batch_size, 1)):
+                             ("batch_size", batch_size, 2)):
         if int(value) < low:
             raise ValueError(f"Expected `{name}` >= {low}. Received: {name}={value}")
-    histories, epoch = {}, 0
+    histories, warmups, epoch = {}, {}, 0
     for index, name in enumerate(names):
         model = build_layer_stage(
             classifier, name, x, beta=beta, noise_variance=noise_variance, critic_steps=critic_steps,
@@ -144,10 +163,13 @@ def train_layer_by_layer(classifier, x, y, *, layers=None, beta=1e-3, noise_vari
             x_regularizer=None if x_regularizer_factory is None else x_regularizer_factory(name),
             optimizer=keras.optimizers.Adam(learning_rate),
             critic_optimizer=keras.optimizers.Adam(critic_learning_rate),
+            critic_batches=critic_batches, critic_warmup=critic_warmup,
         )
-        history = model.fit(x, y, batch_size=batch_size, epochs=epoch + int(epochs_per_layer), initial_epoch=epoch,
-                            shuffle=True, verbose=verbose, callbacks=list(callbacks))
+        history = model.fit(x, y, batch_size=model.batch_size_for(int(batch_size)),
+                            epochs=epoch + int(epochs_per_layer), initial_epoch=epoch, shuffle=True, verbose=verbose,
+                            callbacks=list(callbacks))
         histories[name] = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+        warmups[name] = list(model.warmup_history)
         epoch += int(epochs_per_layer)
     for layer in classifier.layers:
         layer.trainable = False
@@ -163,4 +185,5 @@ def train_layer_by_layer(classifier, x, y, *, layers=None, beta=1e-3, noise_vari
         layers=names,
         histories=histories,
         readout_history={k: [float(v) for v in vs] for k, vs in readout_history.history.items()},
+        warmups=warmups,
     )
