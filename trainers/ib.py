@@ -6,9 +6,17 @@ With no `--data` it uses the embedded default's source digits.
   tfinfo-ib --objective ib_layerwise --workdir runs/ib
   tfinfo-ib --objective surrogate_cond_logvar --gamma 0.01 --estimator binning
 
-Writes `WORKDIR/results.json` (test accuracy, final information quantities per layer),
+Writes `WORKDIR/results.json` (test accuracy, final information quantities per layer,
+and in `information_description` what `i_x` and `i_y` are for the estimator),
 `WORKDIR/information_plane.csv` (epoch, layer, i_x, i_y, estimator),
 `WORKDIR/information_plane.png` and `WORKDIR/classifier.keras`.
+
+With a `surrogate_*` objective the MLP has a `ZeroEntropyNoise` layer,
+`bottleneck_noise`: the plane measures its `Z = Z_hat + eps` at the noise's own variance
+`1/(2 pi e)`; `test_accuracy` is that of the mean softmax over `--eval_draws` seeded noise
+draws (and `test_accuracy_noise_free` with the noise bypassed), the same on every
+re-evaluation (`trainers.ib_evaluation.evaluate_workdir`); `--export_noise` chooses
+whether `classifier.keras` keeps the noise at inference.
 """
 
 import os
@@ -45,9 +53,20 @@ flags.DEFINE_float("noise_variance", 2.0, "Variance of the measurement noise of 
 flags.DEFINE_string("x_critic", "aa_mine", "Critic of I(X; L + eps) in the ib objectives: aa_mine (seed 003) | mine.")
 flags.DEFINE_integer("critic_steps", 10, "Critic updates per network update (ib objectives; seed 003: 10).")
 flags.DEFINE_string("estimator", "kde", "Information-plane estimator: kde | ksg | binning | mine | aa_mine.")
-flags.DEFINE_float("plane_noise_variance", None, "Measurement noise of the plane (default --noise_variance).")
+flags.DEFINE_float("plane_noise_variance", None, "Measurement noise variance of the plane's deterministic layers "
+                                                "(default --noise_variance); surrogate_*'s bottleneck_noise layer is "
+                                                "measured with its own variance 1/(2 pi e).")
 flags.DEFINE_integer("plane_samples", 1000, "Test samples the information plane is measured on.")
 flags.DEFINE_integer("plane_every", 1, "Measure the plane every this many epochs.")
+flags.DEFINE_integer("plane_bins", 30, "Bins per unit of the binning estimator (Shwartz-Ziv & Tishby: 30).")
+flags.DEFINE_string("plane_bin_range", "layer", "Binning range: layer (the layer's [min, max]) | unit (each unit's "
+                                                "own) | LOW,HIGH (fixed; -1,1 = Shwartz-Ziv & Tishby's tanh bins) | "
+                                                "width:W (fixed bin width; width:0.5 = Saxe et al.'s code).")
+flags.DEFINE_integer("plane_noise_draws", 10, "Noise draws per sample of the mine and aa_mine plane estimators.")
+flags.DEFINE_integer("eval_draws", 10, "Noise draws averaged (mean softmax) for the test accuracy (surrogate_*).")
+flags.DEFINE_string("export_noise", "inference", "surrogate_*: whether classifier.keras adds its zero-entropy noise "
+                                                 "at inference (inference, the paper's model) or only in training "
+                                                 "(training_only: deterministic predictions).")
 flags.DEFINE_integer("seed", 0, "Seed of initialization, shuffles, noise and critics.")
 flags.DEFINE_integer("verbose", 0, "Keras verbosity.")
 flags.DEFINE_enum("strategy", "none", ["none", "mirrored", "multi_worker"],
@@ -57,7 +76,7 @@ flags.DEFINE_integer("devices", None, "With --strategy mirrored: number of local
 
 _NUMERIC_FLAGS = ("epochs", "readout_epochs", "batch_size", "learning_rate", "critic_learning_rate", "weight_decay",
                   "alpha", "beta", "gamma", "noise_variance", "critic_steps", "plane_noise_variance",
-                  "plane_samples", "plane_every", "seed")
+                  "plane_samples", "plane_every", "plane_bins", "plane_noise_draws", "eval_draws", "seed")
 
 
 def main(argv):
@@ -71,8 +90,10 @@ def main(argv):
     from trainers.ib_pipeline import run_ib
 
     from tfinfo.callbacks.information_plane import INFORMATION_PLANE_ESTIMATORS
+    from tfinfo.callbacks.information_plane_output import describe_estimator
 
     numeric = {name: FLAGS[name].value for name in _NUMERIC_FLAGS}
+    numeric.update(plane_bin_range=FLAGS.plane_bin_range, export_noise=FLAGS.export_noise)
     try:
         # Every flag first: nothing is trained, created or written for a bad one.
         check_ib_flags(FLAGS.workdir, FLAGS.objective, FLAGS.hidden, INFORMATION_PLANE_ESTIMATORS,
@@ -85,9 +106,13 @@ def main(argv):
     except ValueError as error:
         print(f"tfinfo-ib: error: {error}", file=sys.stderr)
         return 2
-    layers = ", ".join(f"{k}: I(X;L)={v['i_x']:.2f} I(Y;L)={v['i_y']:.2f}" for k, v in results["information"].items())
+    description = results["information_description"]
+    label_x, label_y = describe_estimator(description["estimator"])["short"]
+    layers = ", ".join(f"{k}: {label_x}={v['i_x']:.2f} {label_y}={v['i_y']:.2f}"
+                       for k, v in results["information"].items())
+    note = f" ({description['note']})" if description["note"] else ""
     print(f"tfinfo-ib: objective={results['objective']} test_accuracy={results['test_accuracy']:.4f} "
-          f"wall={results['wall_time_s']:.0f}s [{layers}] results={os.path.join(FLAGS.workdir, 'results.json')}")
+          f"wall={results['wall_time_s']:.0f}s [{layers}]{note} results={os.path.join(FLAGS.workdir, 'results.json')}")
     return 0
 
 

@@ -6,11 +6,13 @@ import numbers
 import os
 import time
 
+from trainers.ib_evaluation import EXPORT_NOISE
+
 OBJECTIVES = ("ce", "ce_weight_decay", "ib_end_to_end", "ib_layerwise", "surrogate_l2", "surrogate_logvar",
               "surrogate_cond_logvar")
 X_CRITICS = ("mine", "aa_mine")
 _INT_MINIMUM = {"epochs": 1, "readout_epochs": 1, "batch_size": 1, "critic_steps": 1, "plane_samples": 2,
-                "plane_every": 1, "seed": 0}
+                "plane_every": 1, "seed": 0, "eval_draws": 1, "plane_bins": 2, "plane_noise_draws": 1}
 # (minimum, whether the minimum itself is allowed) of the float flags.
 _FLOAT_MINIMUM = {"learning_rate": (0.0, False), "critic_learning_rate": (0.0, False), "weight_decay": (0.0, True),
                   "alpha": (0.0, True), "beta": (0.0, True), "gamma": (0.0, True), "noise_variance": (0.0, False),
@@ -21,6 +23,37 @@ def _received(name, value):
     return f"Received: --{name}={value!r}"
 
 
+def parse_bin_range(text):
+    """`--plane_bin_range` -> `(bin_range, bin_width)` of `InformationPlane`.
+
+    `"layer"` and `"unit"` are ranges of the data, `"LOW,HIGH"` a fixed range (e.g.
+    `-1,1`: Shwartz-Ziv & Tishby's tanh bins), `"width:W"` bins of fixed width `W`
+    (e.g. `width:0.5`: Saxe et al.'s code).
+
+    Raises:
+        ValueError: "Expected `--plane_bin_range` ... Received: --plane_bin_range=...".
+    """
+    bad = ValueError("Expected `--plane_bin_range` to be layer, unit, LOW,HIGH (finite, LOW < HIGH) or width:W "
+                     f"(W > 0), e.g. -1,1 or width:0.5. {_received('plane_bin_range', text)}")
+    if not isinstance(text, str):
+        raise bad
+    text = text.strip()
+    if text in ("layer", "unit"):
+        return text, None
+    try:
+        if text.startswith("width:"):
+            width = float(text[len("width:"):])
+            if math.isfinite(width) and width > 0:
+                return "layer", width
+            raise bad
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise bad from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise bad
+    return (low, high), None
+
+
 def check_ib_flags(workdir, objective, hidden, estimators, strategy="none", devices=None, verbose=0, **numbers_):
     """Checks every argument of `run_ib` (the flags of `tfinfo-ib`) without touching the data,
     TensorFlow's runtime or the file system.
@@ -28,7 +61,10 @@ def check_ib_flags(workdir, objective, hidden, estimators, strategy="none", devi
     Args:
         workdir, objective, hidden, strategy, devices, verbose: as the flags.
         estimators: the information-plane estimators allowed (`estimator` is among `numbers_`).
-        **numbers_: the other flags by name (`epochs=10, learning_rate=1e-3, ...`).
+        **numbers_: the other flags by name (`epochs=10, learning_rate=1e-3, ...`), with
+            `x_critic` and `estimator` required and `export_noise` (one of `EXPORT_NOISE`,
+            default `"inference"`) and `plane_bin_range` (see `parse_bin_range`, default
+            `"layer"`) optional.
 
     Returns:
         `hidden` as a list of ints.
@@ -44,10 +80,16 @@ def check_ib_flags(workdir, objective, hidden, estimators, strategy="none", devi
     if objective not in OBJECTIVES:
         raise ValueError(f"Expected `--objective` to be one of {list(OBJECTIVES)}. {_received('objective', objective)}")
     x_critic, estimator = numbers_.pop("x_critic"), numbers_.pop("estimator")
+    export_noise = numbers_.pop("export_noise", "inference")
+    plane_bin_range = numbers_.pop("plane_bin_range", "layer")
     if x_critic not in X_CRITICS:
         raise ValueError(f"Expected `--x_critic` to be one of {list(X_CRITICS)}. {_received('x_critic', x_critic)}")
     if estimator not in estimators:
         raise ValueError(f"Expected `--estimator` to be one of {list(estimators)}. {_received('estimator', estimator)}")
+    if export_noise not in EXPORT_NOISE:
+        raise ValueError(f"Expected `--export_noise` to be one of {list(EXPORT_NOISE)}. "
+                         f"{_received('export_noise', export_noise)}")
+    parse_bin_range(plane_bin_range)
     try:
         widths = [int(str(h).strip()) for h in hidden]
     except ValueError:
@@ -108,9 +150,18 @@ def build_mlp(input_shape, num_classes, hidden, *, weight_decay=0.0, zero_entrop
 
 def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_epochs=30, batch_size=100,
            learning_rate=1e-3, critic_learning_rate=1e-4, weight_decay=5e-4, alpha=1.0, beta=1.0, gamma=1e-3,
-           noise_variance=2.0, critic_steps=10, x_critic="aa_mine", estimator="kde", plane_noise_variance=None, plane_samples=1000,
-           plane_every=1, seed=0, verbose=0, strategy=None):
+           noise_variance=2.0, critic_steps=10, x_critic="aa_mine", estimator="kde", plane_noise_variance=None,
+           plane_samples=1000, plane_every=1, plane_bins=30, plane_bin_range="layer", plane_noise_draws=10,
+           eval_draws=10, export_noise="inference", seed=0, verbose=0, strategy=None):
     """Trains with `objective`, measures the information plane, writes the outputs.
+
+    In `surrogate_*` runs the plane measures `Z = Z_hat + eps` of the `bottleneck_noise`
+    layer with the layer's variance `1 / (2 pi e)` (other layers with
+    `plane_noise_variance`, default `noise_variance`); `test_accuracy` is the accuracy
+    of the mean softmax over `eval_draws` seeded noise draws and
+    `test_accuracy_noise_free` that with the noise bypassed (`trainers.ib_evaluation`);
+    `export_noise` (`"inference"` or `"training_only"`) chooses whether the saved
+    `classifier.keras` keeps the noise at inference.
 
     `strategy` (a `tf.distribute.Strategy`, default one device) is the scope the models
     are built and trained in; `batch_size` is the global batch. Every argument is
@@ -124,6 +175,10 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
 
     from trainers.distributed import fit as distributed_fit
     from trainers.distributed import is_multi_worker
+
+    from trainers.ib_evaluation import describe_evaluation
+    from trainers.ib_evaluation import evaluate_classifier
+    from trainers.ib_evaluation import export_classifier
 
     from tfinfo.callbacks.information_plane import INFORMATION_PLANE_ESTIMATORS
     from tfinfo.callbacks.information_plane import InformationPlane
@@ -140,7 +195,10 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
         readout_epochs=readout_epochs, batch_size=batch_size, learning_rate=learning_rate,
         critic_learning_rate=critic_learning_rate, weight_decay=weight_decay, alpha=alpha, beta=beta, gamma=gamma,
         noise_variance=noise_variance, critic_steps=critic_steps, x_critic=x_critic, estimator=estimator,
-        plane_noise_variance=plane_noise_variance, plane_samples=plane_samples, plane_every=plane_every, seed=seed)
+        plane_noise_variance=plane_noise_variance, plane_samples=plane_samples, plane_every=plane_every, seed=seed,
+        plane_bins=plane_bins, plane_bin_range=plane_bin_range, plane_noise_draws=plane_noise_draws,
+        eval_draws=eval_draws, export_noise=export_noise)
+    bin_range, bin_width = parse_bin_range(plane_bin_range)
     strategy = strategy or tf.distribute.get_strategy()
     if objective == "ib_layerwise" and is_multi_worker(strategy):
         raise ValueError("Expected `--strategy` none or mirrored for ib_layerwise. Received: --strategy=multi_worker")
@@ -162,7 +220,8 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
         plane = InformationPlane(
             x_test, y_test, estimator=estimator,
             noise_variance=plane_noise_variance or noise_variance, every_epochs=plane_every,
-            num_samples=plane_samples, seed=seed,
+            num_samples=plane_samples, num_bins=plane_bins, bin_range=bin_range, bin_width=bin_width,
+            noise_draws=plane_noise_draws, seed=seed,
             csv_path=os.path.join(workdir, "information_plane.csv"),
             log_dir=os.path.join(workdir, "tensorboard"),
             png_path=os.path.join(workdir, "information_plane.png"),
@@ -202,15 +261,14 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
             history = distributed_fit(model, train, epochs, callbacks=[plane, board], verbose=verbose).history
             history = {k: [float(v) for v in vs] for k, vs in history.items()}
             final = classifier
-    logits = final.predict(x_test, batch_size=256, verbose=0)
-    test_accuracy = float(np.mean(np.argmax(logits, -1) == y_test))
+    evaluation = evaluate_classifier(final, x_test, y_test, draws=eval_draws, seed=seed)
     last_epoch = max(row["epoch"] for row in plane.rows)
     information = {row["layer"]: {"i_x": row["i_x"], "i_y": row["i_y"]}
                    for row in plane.rows if row["epoch"] == last_epoch}
-    final.save(os.path.join(workdir, "classifier.keras"))
+    export_classifier(final, os.path.join(workdir, "classifier.keras"), export_noise)
     results = {
         "objective": objective,
-        "test_accuracy": test_accuracy,
+        "test_accuracy": evaluation["test_accuracy"],
         "estimator": estimator,
         "final_epoch": last_epoch,
         "information": information,
@@ -219,11 +277,19 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
         "wall_time_s": time.perf_counter() - start,
         "num_replicas": int(strategy.num_replicas_in_sync),
         "history": history,
+        # New keys (the ones above are read by other tools and stay as they were).
+        "test_accuracy_noise_free": evaluation["test_accuracy_noise_free"],
+        "evaluation": {**{k: v for k, v in evaluation.items() if not k.startswith("test_accuracy")},
+                       "description": describe_evaluation(evaluation, export_noise)},
+        "export_noise": export_noise,
+        "information_description": plane.describe(),
         "config": dict(objective=objective, data=data, hidden=hidden, epochs=epochs, readout_epochs=readout_epochs,
                        batch_size=batch_size, learning_rate=learning_rate, critic_learning_rate=critic_learning_rate,
                        weight_decay=weight_decay, alpha=alpha, beta=beta, gamma=gamma, noise_variance=noise_variance,
                        critic_steps=critic_steps, x_critic=x_critic, estimator=estimator, plane_samples=plane_samples,
-                       plane_every=plane_every, seed=seed),
+                       plane_every=plane_every, seed=seed, plane_noise_variance=plane_noise_variance,
+                       plane_bins=plane_bins, plane_bin_range=plane_bin_range, plane_noise_draws=plane_noise_draws,
+                       eval_draws=eval_draws, export_noise=export_noise),
     }
     tmp = os.path.join(workdir, "results.json.tmp")
     with open(tmp, "w") as f:

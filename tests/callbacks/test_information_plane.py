@@ -128,7 +128,8 @@ def test_binning_estimator_gives_the_entropy_of_the_binned_layer():
     assert row["i_x"] == pytest.approx(np.log(4)) and row["i_y"] == pytest.approx(np.log(2))
 
 
-@pytest.mark.slow  # two 1500-step critic trainings; AA-MINE's own accuracy test is in the fast set
+# Four 1500-step concat-critic trainings on 2000 x 10 pairs: 2 to 3 minutes per estimator on 2 cores.
+@pytest.mark.slow  # AA-MINE's own accuracy test is in the fast set
 @pytest.mark.parametrize("estimator", ["aa_mine", "mine"])
 def test_critic_estimators_measure_the_identity_layer(estimator):
     # L = x ~ N(0, I_2), eps ~ N(0, 0.5 I): I(X; L + eps) = log 3; y = 1[x_0 > 0].
@@ -160,3 +161,170 @@ def test_kde_estimator_is_the_mixture_bound_of_the_layer():
     # value log 3 (the sample is dense at this noise level): the two pairwise bounds
     # bracket it (the KL upper bound, the one reported, is loose for overlapping components).
     assert mixture_mutual_information(x, 0.5, "lower") < np.log(3.0) < row["i_x"]
+
+
+# ---- zero-entropy noise (seed 004, section 7.3), binning ranges, critic settings, labels ----
+
+ZERO_ENTROPY = 1.0 / (2.0 * np.pi * np.e)  # written out: the tests must not trust the layer
+
+
+def _noisy_bottleneck(kernel, activation=None, seed=0):
+    """x -> Dense(kernel, no bias) -> ZeroEntropyNoise 'bottleneck_noise' -> Dense 'logits'."""
+    from tfinfo.layers import ZeroEntropyNoise
+
+    inputs = keras.Input((kernel.shape[0],))
+    z_hat = keras.layers.Dense(kernel.shape[1], use_bias=False, activation=activation, name="encoder")(inputs)
+    z = ZeroEntropyNoise(seed=seed, name="bottleneck_noise")(z_hat)
+    logits = keras.layers.Dense(2, name="logits", bias_initializer="glorot_uniform")(z)
+    classifier = keras.Model(inputs, logits)
+    classifier.get_layer("encoder").set_weights([kernel])
+    return classifier
+
+
+def _surrogate(classifier):
+    from tfinfo.models import SurrogateBottleneckModel
+    from tfinfo.regularizers import ActivationL2Regularizer
+
+    return SurrogateBottleneckModel(classifier, ActivationL2Regularizer(), layer="bottleneck_noise", weight=0.01)
+
+
+def test_surrogate_plane_measures_z_hat_plus_zero_entropy_noise_at_the_gaussian_closed_form():
+    # x ~ N(0, I_2), Z_hat = x W, Z = Z_hat + N(0, I / (2 pi e)):
+    # I(X; Z) = 1/2 logdet(I + W^T W (2 pi e)) = 0.745 nats. KSG (a consistent estimator
+    # of the population value, unlike kde, whose X is uniform on the samples) on 20000
+    # samples lands within about 2% of it; with the plane's measurement variance 0.5
+    # instead, the truth would be 0.129, and with 2.0 (tfinfo-ib's default) 0.04.
+    kernel = np.array([[0.3, 0.0], [0.1, 0.2]])
+    truth = 0.5 * np.linalg.slogdet(np.eye(2) + kernel.T @ kernel / ZERO_ENTROPY)[1]
+    assert truth == pytest.approx(0.7455, abs=1e-3)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20000, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    classifier = _noisy_bottleneck(kernel)
+    plane = InformationPlane(x, y, estimator="ksg", noise_variance=0.5, num_samples=20000, k=5)
+    plane.set_model(_surrogate(classifier))  # the plane measures the wrapped classifier
+    rows = {row["layer"]: row for row in plane.measure(0)}
+    assert list(rows) == ["encoder", "bottleneck_noise", "logits"]  # the noise layer is measured by default
+    assert rows["bottleneck_noise"]["i_x"] == pytest.approx(truth, rel=0.05)
+    assert plane.layer_noise["bottleneck_noise"]["noise_variance"] == pytest.approx(ZERO_ENTROPY, rel=1e-12)
+    assert plane.layer_noise["encoder"]["noise_variance"] == 0.5
+    # The noise is on again after the measurement (the model's inference keeps it).
+    assert classifier.get_layer("bottleneck_noise").training_only is False
+    out = classifier.predict(x[:64], verbose=0)
+    assert not np.array_equal(out, classifier.predict(x[:64], verbose=0))
+
+
+def _pairwise_kl_bound(t, variance):
+    """Float64 numpy reference of Kolchinsky & Tracey's upper bound (no shared code)."""
+    d2 = ((t[:, None, :] - t[None, :, :]) ** 2).sum(-1)
+    a = -d2 / (2.0 * variance)
+    m = a.max(axis=1, keepdims=True)
+    return float(-np.mean(np.log(np.mean(np.exp(a - m), axis=1)) + m[:, 0]))
+
+
+def test_kde_rows_of_a_noisy_relu_bottleneck_match_a_numpy_reference_and_are_deterministic():
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=(3, 4)) * 0.5
+    x = rng.standard_normal((200, 3)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    classifier = _noisy_bottleneck(kernel, activation="relu")
+    plane = InformationPlane(x, y, noise_variance=0.3)
+    plane.set_model(_surrogate(classifier))
+    first = {row["layer"]: row for row in plane.measure(0)}
+    z_hat = np.maximum(x.astype(np.float64) @ kernel, 0.0)
+    # Z = Z_hat + eps at the layer's own variance 1 / (2 pi e) (not the plane's 0.3).
+    assert first["bottleneck_noise"]["i_x"] == pytest.approx(_pairwise_kl_bound(z_hat, ZERO_ENTROPY), rel=1e-6)
+    assert first["bottleneck_noise"]["i_x"] != pytest.approx(_pairwise_kl_bound(z_hat, 0.3), rel=1e-3)
+    # The logits after the noise layer: on the noise-free path, with the plane's noise.
+    v, b = (w.astype(np.float64) for w in classifier.get_layer("logits").get_weights())
+    assert first["logits"]["i_x"] == pytest.approx(_pairwise_kl_bound(z_hat @ v + b, 0.3), rel=1e-6)
+    second = {row["layer"]: row for row in plane.measure(1)}
+    for layer in first:  # no noise draw reaches the kde rows
+        assert (second[layer]["i_x"], second[layer]["i_y"]) == (first[layer]["i_x"], first[layer]["i_y"])
+
+
+def test_binning_bin_range_is_exposed_and_the_default_range_is_the_layer():
+    # Two units, the second rescaled by 100 by the layer's kernel.
+    rng = np.random.default_rng(0)
+    x = np.tanh(rng.standard_normal((400, 2))).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+
+    def plane_value(scale, **bins):
+        inputs = keras.Input((2,))
+        hidden = keras.layers.Dense(2, use_bias=False, name="hidden")(inputs)
+        classifier = keras.Model(inputs, hidden)
+        classifier.get_layer("hidden").set_weights([np.diag([1.0, scale])])
+        plane = InformationPlane(x, y, layers=["hidden"], estimator="binning", num_bins=10, **bins)
+        plane.set_model(classifier)
+        (row,) = plane.measure(0)
+        return row["i_x"], row["i_y"]
+
+    # Each unit cut at its own [min, max]: blind to the rescaling.
+    assert plane_value(1.0, bin_range="unit") == plane_value(100.0, bin_range="unit")
+    # One range for the layer (the default), a fixed range, a fixed width: all see it.
+    assert plane_value(1.0) == plane_value(1.0, bin_range="layer")
+    for bins in ({}, {"bin_range": (-1, 1)}, {"bin_width": 0.2}):
+        assert plane_value(1.0, **bins)[0] != pytest.approx(plane_value(100.0, **bins)[0], rel=0.05), bins
+    with pytest.raises(ValueError, match=r"Expected `bin_range` to be one of .* Received: bin_range='global'"):
+        InformationPlane(x, y, estimator="binning", bin_range="global")
+    with pytest.raises(ValueError, match=r"Expected `bin_width` to be None or a finite number > 0"):
+        InformationPlane(x, y, estimator="binning", bin_width=0.0)
+
+
+@pytest.mark.parametrize("estimator,critic", [("mine", "mine"), ("aa_mine", "aa_mine")])
+def test_critic_estimators_use_mine_s_concat_network_and_ten_noise_draws(monkeypatch, estimator, critic):
+    from tfinfo.information import estimate as estimate_module
+    from tfinfo.information import noise_regularized as noise_module
+
+    calls = []
+
+    def fake_noise_regularized(network, x, **kwargs):
+        calls.append(("i_x", network.output.shape[-1], kwargs))
+        return 0.25
+
+    def fake_estimate(a, b, **kwargs):
+        calls.append(("i_y", np.shape(b), kwargs))
+        return 0.5
+
+    monkeypatch.setattr(noise_module, "noise_regularized_mutual_information", fake_noise_regularized)
+    monkeypatch.setattr(estimate_module, "estimate_mutual_information", fake_estimate)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    plane = InformationPlane(x, y, estimator=estimator, noise_variance=0.5)
+    plane.set_model(_surrogate(_noisy_bottleneck(np.eye(2))))
+    rows = plane.measure(0)
+    assert [(r["layer"], r["i_x"], r["i_y"]) for r in rows] == [
+        ("encoder", 0.25, 0.5), ("bottleneck_noise", 0.25, 0.5), ("logits", 0.25, 0.5)]
+    i_x = [kwargs for kind, _, kwargs in calls if kind == "i_x"]
+    assert [k["critic"] for k in i_x] == [critic] * 3  # "mine": noise_regularized's ConcatCritic
+    assert [k["noise_draws"] for k in i_x] == [10] * 3
+    assert [k["noise_variance"] for k in i_x] == pytest.approx([0.5, ZERO_ENTROPY, 0.5])
+    i_y = [(shape, kwargs) for kind, shape, kwargs in calls if kind == "i_y"]
+    assert [kwargs["critic"] for _, kwargs in i_y] == ["concat"] * 3
+    # I(Y; Z) of the noise layer on its 10 noise draws per sample; I(Y; L) once per sample.
+    assert [shape[0] for shape, _ in i_y] == [100, 1000, 100]
+
+
+def test_plot_axes_say_what_the_estimator_computes(monkeypatch, tmp_path):
+    from matplotlib.figure import Figure
+
+    from tfinfo.callbacks.information_plane_output import describe_estimator
+
+    labels = []
+    save = Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        labels.append((fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()))
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    for estimator in ("kde", "binning", "mine"):
+        rows = [{"epoch": e, "layer": "a", "i_x": e, "i_y": e, "estimator": estimator} for e in range(3)]
+        plot_information_plane(rows, str(tmp_path / f"{estimator}.png"))
+    assert labels[0] == ("I(X; L + eps) [nats], pairwise-KL upper bound",
+                         "I(Y; L + eps) [nats], difference of upper bounds (biased up)")
+    assert labels[1] == ("I(X; bin(L)) = H(bin(L)) [nats]", "I(Y; bin(L)) [nats]")
+    assert labels[2][1] == "I(Y; L) [nats], MINE (DV bound)"
+    kde = describe_estimator("kde")
+    assert "not a bound" in kde["i_y"] and "biased upward" in kde["i_y"] and "upper bound" in kde["i_x"]

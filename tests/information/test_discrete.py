@@ -154,3 +154,44 @@ def test_bad_arguments_raise():
         discrete_mutual_information([0, 1], [0.0, np.nan])
     with pytest.raises(ValueError, match=r"Expected `x` to have a samples axis \(axis 0\)\. Received: x.shape=\(\)"):
         discrete_entropy(3)
+
+
+# ---- which range: rescaling one unit (Shwartz-Ziv & Tishby: fixed bins; Saxe et al.: fixed width) ----
+
+
+def test_rescaling_one_unit_changes_fixed_and_layer_bins_but_not_per_unit_bins():
+    rng = np.random.default_rng(0)
+    t = np.tanh(rng.normal(size=(500, 3)))
+    scaled = t * np.array([100.0, 1.0, 1.0])
+    x, y = np.arange(500), (t[:, 0] > 0).astype(int)
+    for target in (x, y):
+        # Per unit (the default here): each unit cut at its own [min, max], so a positive
+        # rescaling of one unit moves its bin edges with it; the bins are the same.
+        unscaled = binned_mutual_information(target, t, num_bins=10)
+        assert binned_mutual_information(target, scaled, num_bins=10) == unscaled
+    # Fixed bins on [-1, 1] (Shwartz-Ziv & Tishby): unit 0 now lands in the end bins.
+    fixed = [binned_mutual_information(x, a, num_bins=10, bin_range=(-1, 1)) for a in (t, scaled)]
+    # One range for the layer: unit 0 takes it all, the other two fall into 1 bin or so.
+    layer = [binned_mutual_information(x, a, num_bins=10, bin_range="layer") for a in (t, scaled)]
+    # Fixed width (Saxe et al.'s code): unit 0 now spans 1000 bins of width 0.2.
+    width = [binned_mutual_information(x, a, bin_width=0.2) for a in (t, scaled)]
+    for before, after in (fixed, layer, width):
+        assert abs(before - after) > 0.3
+    # By hand: on the tanh range, fixed bins on [-1, 1] are the per-layer bins of a layer
+    # whose values reach -1 and 1.
+    pinned = np.vstack([t, -np.ones((1, 3)), np.ones((1, 3))])
+    np.testing.assert_array_equal(bin_activations(pinned, num_bins=10, bin_range=(-1, 1)),
+                                  bin_activations(pinned, num_bins=10, bin_range="layer"))
+
+
+def test_fixed_bin_width_is_floor_of_t_over_w():
+    t = np.array([[-0.51, 0.0], [-0.49, 0.49], [0.5, 1.2], [2.6, -3.0]])
+    np.testing.assert_array_equal(bin_activations(t, bin_width=0.5), [[-2, 0], [-1, 0], [1, 2], [5, -6]])
+    # num_bins and bin_range are not used with a width.
+    np.testing.assert_array_equal(bin_activations(t, num_bins=2, bin_range=(0, 1), bin_width=0.5),
+                                  bin_activations(t, bin_width=0.5))
+    # Distinct bins for all four rows: H = ln 4; the labels split by bin of unit 0: ln 2.
+    assert binned_mutual_information(np.arange(4), t, bin_width=0.5) == pytest.approx(math.log(4), rel=1e-13)
+    for bad in (0.0, -1.0, float("nan"), "wide", True):
+        with pytest.raises(ValueError, match=r"Expected `bin_width` to be None or a finite number > 0\. Received"):
+            bin_activations(t, bin_width=bad)

@@ -167,3 +167,25 @@ def test_each_replica_gets_the_noise_of_its_rows_in_the_global_batch():
     difference, noise_std = map(float, proc.stdout.strip().splitlines()[-1].split())
     assert difference < 1e-6
     assert noise_std > 0.1  # the noise is there
+
+
+def test_inference_noise_off_bypasses_the_noise_in_a_block_and_restores_it():
+    from tfinfo.layers import inference_noise_off
+    from tfinfo.layers import zero_entropy_noise_layers
+
+    inputs = keras.Input((4,))
+    always = ZeroEntropyNoise(seed=0, name="always")(inputs)
+    inner = keras.Sequential([keras.Input((4,)), ZeroEntropyNoise(seed=1, name="nested")], name="inner")
+    out = ZeroEntropyNoise(training_only=True, seed=2, name="train_only")(inner(always))
+    model = keras.Model(inputs, out)
+    assert [layer.name for layer in zero_entropy_noise_layers(model)] == ["always", "nested", "train_only"]
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    with inference_noise_off(model) as switched:
+        assert [layer.name for layer in switched] == ["always", "nested"]  # train_only was already off
+        np.testing.assert_array_equal(keras.Model(model.inputs, model.outputs).predict(x, verbose=0), x)
+    assert [layer.training_only for layer in zero_entropy_noise_layers(model)] == [False, False, True]
+    assert np.abs(keras.Model(model.inputs, model.outputs).predict(x, verbose=0) - x).max() > 0.1
+    with pytest.raises(RuntimeError):
+        with inference_noise_off(model):
+            raise RuntimeError("restored anyway")
+    assert model.get_layer("always").training_only is False

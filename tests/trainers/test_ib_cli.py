@@ -29,7 +29,9 @@ def test_every_objective_runs_on_the_embedded_default_and_draws_each_layer(tmp_p
     with open(workdir / "information_plane.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["epoch", "layer", "i_x", "i_y", "estimator"]
-    layers = ["dense_1", "dense_2", "logits"]
+    # surrogate_*: the plane also measures Z = Z_hat + eps of the zero-entropy noise layer.
+    noise = ["bottleneck_noise"] if objective.startswith("surrogate") else []
+    layers = ["dense_1", "dense_2", *noise, "logits"]
     epochs = 6 if objective == "ib_layerwise" else 2  # 2 epochs per layer, one continuous count
     assert sorted({(int(r["epoch"]), r["layer"]) for r in rows}) == sorted(
         (e, layer) for e in range(epochs + 1) for layer in layers)
@@ -42,6 +44,23 @@ def test_every_objective_runs_on_the_embedded_default_and_draws_each_layer(tmp_p
     # The plane's final quantities are the ones reported.
     last = {r["layer"]: float(r["i_y"]) for r in rows if int(r["epoch"]) == epochs}
     assert {k: v["i_y"] for k, v in results["information"].items()} == pytest.approx(last)
+    # The output line says what kde computed; results.json says it per estimator and layer.
+    assert "I(X;L+eps)=" in proc.stdout and "I(Y;L+eps)=" in proc.stdout and "biased upward" in proc.stdout
+    description = results["information_description"]
+    assert description["estimator"] == "kde" and "not a bound" in description["i_y"]
+    assert list(description["layers"]) == layers
+    assert results["evaluation"]["noise_layers"] == noise and results["export_noise"] == "inference"
+    if noise:
+        from trainers.ib_evaluation import evaluate_workdir
+
+        assert description["layers"]["bottleneck_noise"]["noise_variance"] == pytest.approx(1 / (2 * 3.141592653589793
+                                                                                                   * 2.718281828459045))
+        again = evaluate_workdir(str(workdir))  # the saved classifier keeps the noise at inference
+        assert evaluate_workdir(str(workdir)) == again
+        assert (again["test_accuracy"], again["test_accuracy_noise_free"]) == (
+            results["test_accuracy"], results["test_accuracy_noise_free"])
+    else:
+        assert results["test_accuracy_noise_free"] == results["test_accuracy"]
 
 
 @pytest.mark.integration

@@ -53,6 +53,23 @@ _CASES = [
     # 0 used to fall back to --noise_variance silently.
     ("plane_noise_0", ["--plane_noise_variance", "0"], "Expected `--plane_noise_variance` to be a finite number > 0. "
                                                        "Received: --plane_noise_variance=0.0"),
+    ("eval_draws_0", ["--eval_draws", "0"], "Expected `--eval_draws` to be an integer >= 1. Received: --eval_draws=0"),
+    ("plane_bins_1", ["--plane_bins", "1"], "Expected `--plane_bins` to be an integer >= 2. Received: --plane_bins=1"),
+    ("plane_noise_draws_0", ["--plane_noise_draws", "0"], "Expected `--plane_noise_draws` to be an integer >= 1. "
+                                                          "Received: --plane_noise_draws=0"),
+    ("export_noise", ["--export_noise", "off"], "Expected `--export_noise` to be one of ['inference', "
+                                                "'training_only']. Received: --export_noise='off'"),
+    ("bin_range_word", ["--plane_bin_range", "global"], "Expected `--plane_bin_range` to be layer, unit, LOW,HIGH "
+                                                        "(finite, LOW < HIGH) or width:W (W > 0), e.g. -1,1 or "
+                                                        "width:0.5. Received: --plane_bin_range='global'"),
+    ("bin_range_order", ["--plane_bin_range=1,-1"], "Expected `--plane_bin_range` to be layer, unit, LOW,HIGH "
+                                                    "(finite, LOW < HIGH) or width:W (W > 0), e.g. -1,1 or width:0.5. "
+                                                    "Received: --plane_bin_range='1,-1'"),
+    ("bin_range_three", ["--plane_bin_range=0,1,2"], "Received: --plane_bin_range='0,1,2'"),
+    ("bin_width_0", ["--plane_bin_range", "width:0"], "Expected `--plane_bin_range` to be layer, unit, LOW,HIGH "
+                                                      "(finite, LOW < HIGH) or width:W (W > 0), e.g. -1,1 or "
+                                                      "width:0.5. Received: --plane_bin_range='width:0'"),
+    ("bin_width_inf", ["--plane_bin_range", "width:inf"], "Received: --plane_bin_range='width:inf'"),
     ("objective", ["--objective", "vib"], "Expected `--objective` to be one of ['ce', "),
     ("x_critic", ["--x_critic", "nwj"], "Expected `--x_critic` to be one of ['mine', 'aa_mine']. "
                                         "Received: --x_critic='nwj'"),
@@ -143,3 +160,13 @@ def test_the_process_exit_code_is_2(tmp_path, argv, message):
                           cwd=str(tmp_path), env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("text,parsed", [
+    ("layer", ("layer", None)), ("unit", ("unit", None)), ("-1,1", ((-1.0, 1.0), None)),
+    (" 0, 2.5 ", ((0.0, 2.5), None)), ("width:0.5", ("layer", 0.5)),
+])
+def test_good_bin_ranges_parse_to_the_plane_s_arguments(text, parsed):
+    from trainers.ib_pipeline import parse_bin_range
+
+    assert parse_bin_range(text) == parsed

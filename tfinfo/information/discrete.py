@@ -25,8 +25,24 @@ binned vectors. For a deterministic network and distinct inputs, `I(X; T) = H(T)
 labels, `I(Y; T) = H(T) - H(T | Y)`. Both are what the binned quantities are, not the
 mutual information of the continuous activations, which is infinite (seed 003,
 section 3; Saxe et al. 2018): the values depend on the number of bins and the range.
+
+Which bins reproduce which paper:
+
+- `bin_range=(-1, 1), num_bins=30`: Shwartz-Ziv & Tishby (2017), tanh units, 30 fixed
+  bins on the whole tanh range, shared by every unit and epoch.
+- `bin_width=0.5`: Saxe et al. (2018)'s code (`simplebinmi.bin_calc_information2`,
+  bins `floor(t / 0.5)`): a fixed width and as many bins as the activations need, which
+  is what makes the ReLU measurements comparable across epochs.
+- `bin_range="layer"`: one range for the whole layer, the `[min, max]` of its
+  activations at this measurement: bins shared by the units (the scale of a unit
+  matters, as in both papers), but recomputed at every measurement.
+- `bin_range="unit"` (the default of these functions, kept for compatibility): each unit
+  cut at its own `[min, max]`. The result is then invariant to any increasing affine map
+  of a single unit (rescaling one unit by 100 changes nothing), which neither paper did:
+  a unit of tiny range gets as many bins as a unit of large range.
 """
 
+import math
 import numbers
 
 import numpy as np
@@ -205,27 +221,50 @@ def discrete_mutual_information(y, z):
     return max(h_y + h_z - h_yz, 0.0)
 
 
-def bin_activations(activations, num_bins=30, bin_range="unit"):
-    """Equal-width bin indices `0..num_bins-1` of every activation, as an `(N, D)` int array.
+def bin_activations(activations, num_bins=30, bin_range="unit", bin_width=None):
+    """Equal-width bin indices of every activation, as an `(N, D)` int array.
 
     Args:
         activations: `(N, ...)` real array; non-batch axes are flattened to `D` units.
         num_bins: number of equal-width bins (Shwartz-Ziv & Tishby use 30).
         bin_range: the interval that is cut into bins:
             `"unit"` (default): each unit's own `[min, max]` over the `N` samples;
-            `"layer"`: the `[min, max]` of all the activations (Saxe et al. 2018);
+            `"layer"`: the `[min, max]` of all the activations, one range for all units;
             `(low, high)`: a fixed interval, e.g. `(-1, 1)` for tanh units as in
             Shwartz-Ziv & Tishby; values outside it go to the first or last bin.
             A bin is `[low + k w, low + (k + 1) w)`, `w = (high - low) / num_bins`; the
             maximum falls in the last bin; a constant range puts everything in bin 0.
+        bin_width: `None` (default: `num_bins` bins over `bin_range`), or a width
+            `w > 0`: bins `[k w, (k + 1) w)` for every integer `k`, index `floor(t / w)`,
+            unbounded in number (Saxe et al.'s code uses `w = 0.5`); `num_bins` and
+            `bin_range` are then not used.
 
     Returns:
-        The `(N, D)` int64 bin indices.
+        The `(N, D)` int64 bin indices (`0..num_bins-1`, or `floor(t / bin_width)`).
+
+    Example:
+
+    >>> bin_activations(np.array([[0.0, 0.0], [1.0, 100.0]]), num_bins=2, bin_range="layer")
+    array([[0, 0],
+           [0, 1]])
+    >>> bin_activations(np.array([[-0.2], [0.7]]), bin_width=0.5)
+    array([[-1],
+           [ 1]])
     """
     if isinstance(num_bins, bool) or not isinstance(num_bins, numbers.Integral) or num_bins < 1:
         raise ValueError(f"Expected `num_bins` to be an integer >= 1. Received: num_bins={num_bins!r}")
     a = _as_array(activations, "activations")
     a = a.reshape(a.shape[0], -1).astype(np.float64)
+    if bin_width is not None:
+        try:
+            width = float(bin_width)
+        except (TypeError, ValueError):
+            width = float("nan")
+        if isinstance(bin_width, bool) or not (math.isfinite(width) and width > 0):
+            raise ValueError(
+                f"Expected `bin_width` to be None or a finite number > 0. Received: bin_width={bin_width!r}"
+            )
+        return np.floor(a / width).astype(np.int64)
     bad_range = (
         f"Expected `bin_range` to be one of {BIN_RANGES} or a (low, high) pair. Received: bin_range={bin_range!r}"
     )
@@ -246,7 +285,7 @@ def bin_activations(activations, num_bins=30, bin_range="unit"):
     return np.clip(np.floor(scaled), 0, num_bins - 1).astype(np.int64)
 
 
-def binned_mutual_information(x_or_labels, activations, num_bins=30, bin_range="unit"):
+def binned_mutual_information(x_or_labels, activations, num_bins=30, bin_range="unit", bin_width=None):
     """Mutual information in nats between inputs or labels and binned activations.
 
     The binning estimator of Shwartz-Ziv & Tishby (2017): each activation is cut into
@@ -263,7 +302,9 @@ def binned_mutual_information(x_or_labels, activations, num_bins=30, bin_range="
         x_or_labels: `(N,)` labels, or `(N, ...)` inputs whose rows are the symbols.
         activations: `(N, ...)` activations of one layer.
         num_bins: number of equal-width bins per activation (default 30, as in the paper).
-        bin_range: `"unit"`, `"layer"` or `(low, high)`; see `bin_activations`.
+        bin_range: `"unit"`, `"layer"` or `(low, high)`; see `bin_activations` (and the
+            module docstring for which choice reproduces which paper).
+        bin_width: `None`, or a fixed bin width (replaces `num_bins` and `bin_range`).
 
     Returns:
         A float, the binned mutual information in nats.
@@ -281,7 +322,7 @@ def binned_mutual_information(x_or_labels, activations, num_bins=30, bin_range="
         learning", 2018 (cited by seeds 003 and 004 for its dependence on the binning).
     """
     x = _as_array(x_or_labels, "x_or_labels")
-    bins = bin_activations(activations, num_bins=num_bins, bin_range=bin_range)
+    bins = bin_activations(activations, num_bins=num_bins, bin_range=bin_range, bin_width=bin_width)
     if x.shape[0] != bins.shape[0]:
         raise ValueError(
             "Expected `x_or_labels` and `activations` with the same number of samples. "

@@ -1,5 +1,6 @@
 """Additive Gaussian noise whose differential entropy is zero (seed 004, section 6.1)."""
 
+import contextlib
 import math
 
 import keras
@@ -130,3 +131,59 @@ class ZeroEntropyNoise(keras.layers.Layer):
         config = {"training_only": self.training_only, "seed": self.seed}
         base_config = super().get_config()
         return {**base_config, **config}
+
+
+def zero_entropy_noise_layers(model):
+    """The `ZeroEntropyNoise` layers of a Keras model, in layer order (nested models
+    included).
+
+    Args:
+        model: a `keras.Model` (any object with a `layers` list), or a layer.
+
+    Returns:
+        A list of `ZeroEntropyNoise` layers (empty when there is none).
+
+    Example:
+
+    >>> [layer.name for layer in zero_entropy_noise_layers(classifier)]
+    ['bottleneck_noise']
+    """
+    if isinstance(model, ZeroEntropyNoise):
+        return [model]
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.extend(zero_entropy_noise_layers(layer))
+    return found
+
+
+@contextlib.contextmanager
+def inference_noise_off(model):
+    """Within the block, the `ZeroEntropyNoise` layers of `model` add no noise in inference.
+
+    Sets `training_only=True` on every such layer that has `training_only=False` and
+    restores it on exit, so that a layer's value is computed on the noise-free path
+    (the noise layer passes `Z_hat` through). Only calls made (and functions traced)
+    inside the block see the change: build a new `keras.Model` on the layers' tensors
+    inside the block (its `predict` is traced there), or call the layers eagerly; a
+    `predict_function` the model traced earlier keeps the noise, and one traced inside
+    the block keeps it off.
+
+    Args:
+        model: a `keras.Model` (or a layer).
+
+    Yields:
+        The layers switched (those already `training_only` are left alone).
+
+    Example:
+
+    >>> with inference_noise_off(classifier):
+    ...     z_hat = keras.Model(classifier.inputs, classifier.get_layer("bottleneck_noise").output).predict(x)
+    """
+    switched = [layer for layer in zero_entropy_noise_layers(model) if not layer.training_only]
+    for layer in switched:
+        layer.training_only = True
+    try:
+        yield switched
+    finally:
+        for layer in switched:
+            layer.training_only = False
