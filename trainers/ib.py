@@ -36,7 +36,8 @@ from trainers.ib_pipeline import OBJECTIVES  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("objective", "ce", "One of " + ", ".join(OBJECTIVES) + ".")
 flags.DEFINE_string("workdir", "runs/ib", "Output folder.")
-flags.DEFINE_string("data", None, "Data spec (embedded | npz:PATH | dir:PATH | tfds:NAME[:classes=..]); "
+flags.DEFINE_string("data", None, "Data spec (embedded | npz:PATH[:scale=1|255] | dir:PATH[:scale=1|255] | "
+                                  "tfds:NAME[:classes=..][:scale=1|255]); "
                                   "default: the embedded source digits.")
 flags.DEFINE_list("hidden", ["256", "128"], "Hidden layer widths of the MLP (ReLU).")
 flags.DEFINE_integer("epochs", 10, "Training epochs (per layer for ib_layerwise).")
@@ -50,6 +51,12 @@ flags.DEFINE_float("beta", 1.0, "Weight of -I(Y; Y_hat) (ib_end_to_end); bottlen
                                 "for ib_layerwise is --gamma.")
 flags.DEFINE_float("gamma", 1e-3, "Weight of I(X; L + eps) (ib objectives) or of the surrogate.")
 flags.DEFINE_float("noise_variance", 2.0, "Variance of the measurement noise of I(X; L + eps) (seed 003: 2).")
+flags.DEFINE_enum("critic_batches", "fresh", ["fresh", "reuse"],
+                  "IB objectives: fresh (seed 003 Algorithm 1: each critic update and the network step get their "
+                  "own minibatch of --batch_size rows) | reuse (all updates of a step on one batch).")
+flags.DEFINE_string("critic_warmup", "settle", "IB objectives: critic-only steps before the network follows (and "
+                                               "before each layer's stage): settle (until the estimates settle, at "
+                                               "most 500) | N (0: none).")
 flags.DEFINE_string("x_critic", "aa_mine", "Critic of I(X; L + eps) in the ib objectives: aa_mine (seed 003) | mine.")
 flags.DEFINE_integer("critic_steps", 10, "Critic updates per network update (ib objectives; seed 003: 10).")
 flags.DEFINE_string("estimator", "kde", "Information-plane estimator: kde | ksg | binning | mine | aa_mine.")
@@ -93,7 +100,8 @@ def main(argv):
     from tfinfo.callbacks.information_plane_output import describe_estimator
 
     numeric = {name: FLAGS[name].value for name in _NUMERIC_FLAGS}
-    numeric.update(plane_bin_range=FLAGS.plane_bin_range, export_noise=FLAGS.export_noise)
+    numeric.update(plane_bin_range=FLAGS.plane_bin_range, export_noise=FLAGS.export_noise,
+                   critic_batches=FLAGS.critic_batches, critic_warmup=FLAGS.critic_warmup)
     try:
         # Every flag first: nothing is trained, created or written for a bad one.
         check_ib_flags(FLAGS.workdir, FLAGS.objective, FLAGS.hidden, INFORMATION_PLANE_ESTIMATORS,

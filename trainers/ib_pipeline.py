@@ -11,7 +11,8 @@ from trainers.ib_evaluation import EXPORT_NOISE
 OBJECTIVES = ("ce", "ce_weight_decay", "ib_end_to_end", "ib_layerwise", "surrogate_l2", "surrogate_logvar",
               "surrogate_cond_logvar")
 X_CRITICS = ("mine", "aa_mine")
-_INT_MINIMUM = {"epochs": 1, "readout_epochs": 1, "batch_size": 1, "critic_steps": 1, "plane_samples": 2,
+CRITIC_BATCHES = ("fresh", "reuse")
+_INT_MINIMUM = {"epochs": 1, "readout_epochs": 1, "batch_size": 2, "critic_steps": 1, "plane_samples": 2,
                 "plane_every": 1, "seed": 0, "eval_draws": 1, "plane_bins": 2, "plane_noise_draws": 1}
 # (minimum, whether the minimum itself is allowed) of the float flags.
 _FLOAT_MINIMUM = {"learning_rate": (0.0, False), "critic_learning_rate": (0.0, False), "weight_decay": (0.0, True),
@@ -21,6 +22,21 @@ _FLOAT_MINIMUM = {"learning_rate": (0.0, False), "critic_learning_rate": (0.0, F
 
 def _received(name, value):
     return f"Received: --{name}={value!r}"
+
+
+def parse_critic_warmup(value):
+    """`--critic_warmup` -> `"settle"` or an int >= 0 (critic-only steps; 0: none)."""
+    text = str(value).strip()
+    if text == "settle":
+        return "settle"
+    try:
+        steps = int(text)
+    except ValueError:
+        steps = -1
+    if steps < 0 or isinstance(value, bool):
+        raise ValueError(f"Expected `--critic_warmup` to be 'settle' or an integer >= 0. "
+                         f"{_received('critic_warmup', value)}")
+    return steps
 
 
 def parse_bin_range(text):
@@ -63,8 +79,9 @@ def check_ib_flags(workdir, objective, hidden, estimators, strategy="none", devi
         estimators: the information-plane estimators allowed (`estimator` is among `numbers_`).
         **numbers_: the other flags by name (`epochs=10, learning_rate=1e-3, ...`), with
             `x_critic` and `estimator` required and `export_noise` (one of `EXPORT_NOISE`,
-            default `"inference"`) and `plane_bin_range` (see `parse_bin_range`, default
-            `"layer"`) optional.
+            default `"inference"`), `plane_bin_range` (see `parse_bin_range`, default
+            `"layer"`), `critic_batches` (one of `CRITIC_BATCHES`, default `"fresh"`) and
+            `critic_warmup` (see `parse_critic_warmup`, default `"settle"`) optional.
 
     Returns:
         `hidden` as a list of ints.
@@ -82,6 +99,11 @@ def check_ib_flags(workdir, objective, hidden, estimators, strategy="none", devi
     x_critic, estimator = numbers_.pop("x_critic"), numbers_.pop("estimator")
     export_noise = numbers_.pop("export_noise", "inference")
     plane_bin_range = numbers_.pop("plane_bin_range", "layer")
+    critic_batches = numbers_.pop("critic_batches", "fresh")
+    parse_critic_warmup(numbers_.pop("critic_warmup", "settle"))
+    if critic_batches not in CRITIC_BATCHES:
+        raise ValueError(f"Expected `--critic_batches` to be one of {list(CRITIC_BATCHES)}. "
+                         f"{_received('critic_batches', critic_batches)}")
     if x_critic not in X_CRITICS:
         raise ValueError(f"Expected `--x_critic` to be one of {list(X_CRITICS)}. {_received('x_critic', x_critic)}")
     if estimator not in estimators:
@@ -152,7 +174,8 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
            learning_rate=1e-3, critic_learning_rate=1e-4, weight_decay=5e-4, alpha=1.0, beta=1.0, gamma=1e-3,
            noise_variance=2.0, critic_steps=10, x_critic="aa_mine", estimator="kde", plane_noise_variance=None,
            plane_samples=1000, plane_every=1, plane_bins=30, plane_bin_range="layer", plane_noise_draws=10,
-           eval_draws=10, export_noise="inference", seed=0, verbose=0, strategy=None):
+           eval_draws=10, export_noise="inference", critic_batches="fresh", critic_warmup="settle", seed=0,
+           verbose=0, strategy=None):
     """Trains with `objective`, measures the information plane, writes the outputs.
 
     In `surrogate_*` runs the plane measures `Z = Z_hat + eps` of the `bottleneck_noise`
@@ -162,6 +185,16 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
     `test_accuracy_noise_free` that with the noise bypassed (`trainers.ib_evaluation`);
     `export_noise` (`"inference"` or `"training_only"`) chooses whether the saved
     `classifier.keras` keeps the noise at inference.
+
+    The IB objectives follow seed 003's Algorithm 1 (`critic_batches="fresh"`): every
+    critic update and the network step get a minibatch of `batch_size` rows of their
+    own, drawn from a reshuffled, repeated stream; an epoch is `ceil(N / batch_size)`
+    network updates, as many as a CE epoch has steps (so the critics see
+    `critic_steps + 1` passes over the data per epoch). Before the network's first update (end to end) and before
+    each layer's stage (layer by layer) the critics train alone for `critic_warmup`
+    steps, or until their held-out estimates settle (`"settle"`, at most 500 steps);
+    the warm-ups' estimates are in `results.json` (`history["warmup"]`, per stage for
+    `ib_layerwise`).
 
     `strategy` (a `tf.distribute.Strategy`, default one device) is the scope the models
     are built and trained in; `batch_size` is the global batch. Every argument is
@@ -181,6 +214,7 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
     from trainers.ib_evaluation import export_classifier
 
     from tfinfo.callbacks.information_plane import INFORMATION_PLANE_ESTIMATORS
+    from tfinfo.callbacks.critic_warmup import CriticWarmup
     from tfinfo.callbacks.information_plane import InformationPlane
     from tfinfo.data import load_spec
     from tfinfo.models import InformationBottleneckModel
@@ -197,8 +231,9 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
         noise_variance=noise_variance, critic_steps=critic_steps, x_critic=x_critic, estimator=estimator,
         plane_noise_variance=plane_noise_variance, plane_samples=plane_samples, plane_every=plane_every, seed=seed,
         plane_bins=plane_bins, plane_bin_range=plane_bin_range, plane_noise_draws=plane_noise_draws,
-        eval_draws=eval_draws, export_noise=export_noise)
+        eval_draws=eval_draws, export_noise=export_noise, critic_batches=critic_batches, critic_warmup=critic_warmup)
     bin_range, bin_width = parse_bin_range(plane_bin_range)
+    critic_warmup = parse_critic_warmup(critic_warmup)
     strategy = strategy or tf.distribute.get_strategy()
     if objective == "ib_layerwise" and is_multi_worker(strategy):
         raise ValueError("Expected `--strategy` none or mirrored for ib_layerwise. Received: --strategy=multi_worker")
@@ -234,9 +269,10 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
                 classifier, x_train, y_train, beta=gamma, noise_variance=noise_variance, critic_steps=critic_steps,
                 epochs_per_layer=epochs, readout_epochs=readout_epochs, batch_size=batch_size,
                 learning_rate=learning_rate, critic_learning_rate=critic_learning_rate, x_critic=x_critic,
-                callbacks=[plane, board], seed=seed,
-                verbose=verbose)
-            final, history = result.model, {"layers": result.histories, "readout": result.readout_history}
+                callbacks=[plane, board], seed=seed, verbose=verbose, critic_batches=critic_batches,
+                critic_warmup=critic_warmup)
+            final, history = result.model, {"layers": result.histories, "readout": result.readout_history,
+                                            "warmup": result.warmups}
         else:
             if objective in ("ce", "ce_weight_decay"):
                 model = classifier
@@ -244,7 +280,7 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
             elif objective == "ib_end_to_end":
                 model = InformationBottleneckModel(classifier, alpha=alpha, beta=beta, gamma=gamma,
                                                    noise_variance=noise_variance, critic_steps=critic_steps,
-                                                   x_critic=x_critic, seed=seed)
+                                                   x_critic=x_critic, seed=seed, critic_batches=critic_batches)
                 model.adapt(x_train)
                 model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                               critic_optimizer=keras.optimizers.Adam(critic_learning_rate))
@@ -256,10 +292,30 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
                 }[objective]()
                 model = SurrogateBottleneckModel(classifier, regularizer, layer="bottleneck_noise", weight=gamma)
                 model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+            # The IB model splits each batch into a minibatch per critic update and one
+            # for the network step (Algorithm 1): it takes `batch_size_for` rows.
+            # An epoch of the IB model is as many network updates as a CE epoch has steps,
+            # each critic update on a fresh minibatch of a reshuffled, repeated stream.
+            steps, warmup = None, []
             train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(
-                len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-            history = distributed_fit(model, train, epochs, callbacks=[plane, board], verbose=verbose).history
+                len(x_train), seed=seed, reshuffle_each_iteration=True)
+            if objective == "ib_end_to_end":
+                steps = -(-len(x_train) // batch_size)
+                train = train.repeat().batch(model.batch_size_for(batch_size))
+            else:
+                train = train.batch(batch_size)
+            if objective == "ib_end_to_end" and critic_warmup != 0:
+                # The custom loop of mirrored/multi-worker runs does not call `model.fit`,
+                # so the warm-up is its own fit with the callback (on every strategy).
+                critic_warmup_callback = CriticWarmup(critic_warmup)
+                distributed_fit(model, train, critic_warmup_callback.max_steps, callbacks=[critic_warmup_callback],
+                                steps_per_epoch=1)
+                warmup = critic_warmup_callback.estimates
+            history = distributed_fit(model, train, epochs, callbacks=[plane, board], verbose=verbose,
+                                      steps_per_epoch=steps).history
             history = {k: [float(v) for v in vs] for k, vs in history.items()}
+            if objective == "ib_end_to_end":
+                history["warmup"] = warmup
             final = classifier
     evaluation = evaluate_classifier(final, x_test, y_test, draws=eval_draws, seed=seed)
     last_epoch = max(row["epoch"] for row in plane.rows)
@@ -289,7 +345,8 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
                        critic_steps=critic_steps, x_critic=x_critic, estimator=estimator, plane_samples=plane_samples,
                        plane_every=plane_every, seed=seed, plane_noise_variance=plane_noise_variance,
                        plane_bins=plane_bins, plane_bin_range=plane_bin_range, plane_noise_draws=plane_noise_draws,
-                       eval_draws=eval_draws, export_noise=export_noise),
+                       eval_draws=eval_draws, export_noise=export_noise, critic_batches=critic_batches,
+                       critic_warmup=critic_warmup),
     }
     tmp = os.path.join(workdir, "results.json.tmp")
     with open(tmp, "w") as f:

@@ -61,6 +61,16 @@ def test_every_objective_runs_on_the_embedded_default_and_draws_each_layer(tmp_p
             results["test_accuracy"], results["test_accuracy_noise_free"])
     else:
         assert results["test_accuracy_noise_free"] == results["test_accuracy"]
+    # The IB objectives warm their critics up before the network follows (until settled).
+    if objective == "ib_end_to_end":
+        warmup = results["history"]["warmup"]
+        assert warmup and [w["step"] for w in warmup] == list(range(1, len(warmup) + 1))
+        assert all(set(w) == {"step", "i_x", "i_y"} for w in warmup)
+    if objective == "ib_layerwise":
+        assert sorted(results["history"]["warmup"]) == ["dense_1", "dense_2", "logits"][: len(
+            results["history"]["warmup"])] and results["history"]["warmup"]
+    if objective.startswith("ib_"):
+        assert (results["config"]["critic_batches"], results["config"]["critic_warmup"]) == ("fresh", "settle")
 
 
 @pytest.mark.integration

@@ -24,8 +24,15 @@ _COMMON = ["--objective", "ce", "--hidden", "4", "--epochs", "1", "--plane_sampl
 # (id, flags, expected message): every message names the flag, what is expected and
 # what was received.
 _CASES = [
-    ("batch_size_0", ["--batch_size", "0"], "Expected `--batch_size` to be an integer >= 1. Received: --batch_size=0"),
-    ("batch_size_neg", ["--batch_size", "-5"], "Expected `--batch_size` to be an integer >= 1. Received: --batch_size=-5"),
+    ("batch_size_0", ["--batch_size", "0"], "Expected `--batch_size` to be an integer >= 2. Received: --batch_size=0"),
+    ("batch_size_1", ["--batch_size", "1"], "Expected `--batch_size` to be an integer >= 2. Received: --batch_size=1"),
+    ("batch_size_neg", ["--batch_size", "-5"], "Expected `--batch_size` to be an integer >= 2. Received: --batch_size=-5"),
+    ("critic_batches", ["--critic_batches", "new"], "Expected valid flags (see --helpshort). Received: flag "
+                                                    "--critic_batches=new"),
+    ("critic_warmup_word", ["--critic_warmup", "converge"], "Expected `--critic_warmup` to be 'settle' or an integer "
+                                                            ">= 0. Received: --critic_warmup='converge'"),
+    ("critic_warmup_neg", ["--critic_warmup=-3"], "Expected `--critic_warmup` to be 'settle' or an integer >= 0. "
+                                                  "Received: --critic_warmup='-3'"),
     ("epochs_0", ["--epochs", "0"], "Expected `--epochs` to be an integer >= 1. Received: --epochs=0"),
     ("readout_epochs_0", ["--readout_epochs", "0"], "Expected `--readout_epochs` to be an integer >= 1. "
                                                     "Received: --readout_epochs=0"),
@@ -151,7 +158,7 @@ def test_a_workdir_that_is_a_file_is_refused(driven):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--batch_size", "0"], "Expected `--batch_size` to be an integer >= 1. Received: --batch_size=0"),
+    (["--batch_size", "0"], "Expected `--batch_size` to be an integer >= 2. Received: --batch_size=0"),
     (["--epochs", "x"], "Expected valid flags (see --helpshort). Received: flag --epochs=x"),
 ])
 def test_the_process_exit_code_is_2(tmp_path, argv, message):
@@ -170,3 +177,10 @@ def test_good_bin_ranges_parse_to_the_plane_s_arguments(text, parsed):
     from trainers.ib_pipeline import parse_bin_range
 
     assert parse_bin_range(text) == parsed
+
+
+@pytest.mark.parametrize("text,parsed", [("settle", "settle"), ("0", 0), (" 25 ", 25), (7, 7)])
+def test_critic_warmup_parses(text, parsed):
+    from trainers.ib_pipeline import parse_critic_warmup
+
+    assert parse_critic_warmup(text) == parsed

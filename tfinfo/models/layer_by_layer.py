@@ -4,6 +4,7 @@ import dataclasses
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfinfo.models.information_bottleneck_model import InformationBottleneckModel
 
@@ -114,7 +115,9 @@ def train_layer_by_layer(classifier, x, y, *, layers=None, beta=1e-3, noise_vari
         readout_epochs: epochs of the linear readout.
         batch_size: minibatch size of every critic update and layer update (with
             `critic_batches="fresh"` each stage's `fit` takes batches of
-            `(critic_steps + 1) * batch_size` rows; the readout's are `batch_size`).
+            `(critic_steps + 1) * batch_size` rows from a reshuffled, repeated stream;
+            an epoch is `ceil(N / batch_size)` layer updates, as many as a CE epoch has
+            steps; the readout's batches are `batch_size`).
         learning_rate: Adam learning rate of the layers and the readout (seed 003: 1e-3).
         critic_learning_rate: Adam learning rate of the critics (seed 003: 1e-4).
         readout_learning_rate: Adam learning rate of the readout (`None` = `learning_rate`);
@@ -165,9 +168,13 @@ def train_layer_by_layer(classifier, x, y, *, layers=None, beta=1e-3, noise_vari
             critic_optimizer=keras.optimizers.Adam(critic_learning_rate),
             critic_batches=critic_batches, critic_warmup=critic_warmup,
         )
-        history = model.fit(x, y, batch_size=model.batch_size_for(int(batch_size)),
-                            epochs=epoch + int(epochs_per_layer), initial_epoch=epoch, shuffle=True, verbose=verbose,
-                            callbacks=list(callbacks))
+        # An epoch is as many layer updates as a CE epoch has steps; the critics' fresh
+        # minibatches come from a reshuffled stream on top of them.
+        stream = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
+            len(x), seed=None if seed is None else seed + index, reshuffle_each_iteration=True).repeat().batch(
+            model.batch_size_for(int(batch_size)))
+        history = model.fit(stream, epochs=epoch + int(epochs_per_layer), initial_epoch=epoch,
+                            steps_per_epoch=-(-len(x) // int(batch_size)), verbose=verbose, callbacks=list(callbacks))
         histories[name] = {k: [float(v) for v in vs] for k, vs in history.history.items()}
         warmups[name] = list(model.warmup_history)
         epoch += int(epochs_per_layer)
