@@ -189,8 +189,8 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
     The IB objectives follow seed 003's Algorithm 1 (`critic_batches="fresh"`): every
     critic update and the network step get a minibatch of `batch_size` rows of their
     own, drawn from a reshuffled, repeated stream; an epoch is `ceil(N / batch_size)`
-    network updates, as many as a CE epoch has steps (so the critics see
-    `critic_steps + 1` passes over the data per epoch). Before the network's first update (end to end) and before
+    network updates, as many as a CE epoch has steps (so the critics train on
+    `critic_steps` passes over the data per epoch). Before the network's first update (end to end) and before
     each layer's stage (layer by layer) the critics train alone for `critic_warmup`
     steps, or until their held-out estimates settle (`"settle"`, at most 500 steps);
     the warm-ups' estimates are in `results.json` (`history["warmup"]`, per stage for
@@ -308,8 +308,11 @@ def run_ib(workdir, objective, data=None, hidden=(256, 128), epochs=10, readout_
                 # The custom loop of mirrored/multi-worker runs does not call `model.fit`,
                 # so the warm-up is its own fit with the callback (on every strategy).
                 critic_warmup_callback = CriticWarmup(critic_warmup)
-                distributed_fit(model, train, critic_warmup_callback.max_steps, callbacks=[critic_warmup_callback],
-                                steps_per_epoch=1)
+                try:
+                    distributed_fit(model, train, critic_warmup_callback.max_steps,
+                                    callbacks=[critic_warmup_callback], steps_per_epoch=1)
+                finally:  # back to the alternate phase, the network as it was, also on an error
+                    critic_warmup_callback.release(model)
                 warmup = critic_warmup_callback.estimates
             history = distributed_fit(model, train, epochs, callbacks=[plane, board], verbose=verbose,
                                       steps_per_epoch=steps).history

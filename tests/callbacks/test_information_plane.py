@@ -202,10 +202,19 @@ def test_surrogate_plane_measures_z_hat_plus_zero_entropy_noise_at_the_gaussian_
     y = (x[:, 0] > 0).astype(np.int64)
     classifier = _noisy_bottleneck(kernel)
     plane = InformationPlane(x, y, estimator="ksg", noise_variance=0.5, num_samples=20000, k=5)
-    plane.set_model(_surrogate(classifier))  # the plane measures the wrapped classifier
-    rows = {row["layer"]: row for row in plane.measure(0)}
+    # A surrogate run: the plane measures the wrapped classifier before training (epoch
+    # 0) and after an epoch of CE + gamma E||Z||^2 that moves the encoder.
+    model = _surrogate(classifier)
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    model.fit(x, y, batch_size=1000, epochs=1, verbose=0, callbacks=[plane])
+    trained = classifier.get_layer("encoder").get_weights()[0].astype(np.float64)
+    truth_after = 0.5 * np.linalg.slogdet(np.eye(2) + trained.T @ trained / ZERO_ENTROPY)[1]
+    assert abs(truth_after - truth) > 0.1  # the epoch moved the closed form
+    rows = {row["layer"]: row for row in plane.rows if row["epoch"] == 0}
     assert list(rows) == ["encoder", "bottleneck_noise", "logits"]  # the noise layer is measured by default
     assert rows["bottleneck_noise"]["i_x"] == pytest.approx(truth, rel=0.05)
+    after = {row["layer"]: row for row in plane.rows if row["epoch"] == 1}
+    assert after["bottleneck_noise"]["i_x"] == pytest.approx(truth_after, rel=0.05)
     assert plane.layer_noise["bottleneck_noise"]["noise_variance"] == pytest.approx(ZERO_ENTROPY, rel=1e-12)
     assert plane.layer_noise["encoder"]["noise_variance"] == 0.5
     # The noise is on again after the measurement (the model's inference keeps it).

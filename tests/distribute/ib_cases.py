@@ -74,10 +74,10 @@ def _start_score_biases_away_from_zero(model, value=0.5):
 IB_BATCH = 12  # 3 parts (critic_steps + 1) of 4 rows, 2 per replica
 
 
-def _ib(x_critic, jit_compile, phase="alternate", **kwargs):
+def _ib(x_critic, jit_compile, phase="alternate", batch=IB_BATCH, compiled_loss=True, **kwargs):
     from tfinfo.models import InformationBottleneckModel
 
-    x, y = _inputs(IB_BATCH * STEPS)
+    x, y = _inputs(batch * STEPS)
     model = InformationBottleneckModel(
         _mlp(), alpha=1.0, beta=0.5, gamma=0.2, noise_variance=0.5, critic_steps=2, x_critic=x_critic, seed=0,
         **kwargs,
@@ -87,11 +87,11 @@ def _ib(x_critic, jit_compile, phase="alternate", **kwargs):
     model.compile(
         optimizer=keras.optimizers.SGD(0.1),
         critic_optimizer=keras.optimizers.SGD(0.2, momentum=0.9),
-        loss=_ce(),
+        loss=_ce() if compiled_loss else None,
         jit_compile=jit_compile,
     )
     model.set_phase(phase)
-    return model, _dataset(x, y, IB_BATCH)
+    return model, _dataset(x, y, batch)
 
 
 def ib_mine(jit_compile):
@@ -107,6 +107,14 @@ def ib_aa_mine(jit_compile):
 def ib_aa_mine_reuse(jit_compile):
     """End-to-end IB, AA-MINE, the former schedule: every critic update on the whole batch."""
     return _ib("aa_mine", jit_compile, critic_batches="reuse")
+
+
+def ib_uneven_parts(jit_compile):
+    """End-to-end IB, global batches of 10 in 3 interleaved parts: replica 0 holds rows
+    0-4 and replica 1 rows 5-9, so the network's part (global rows 2, 5, 8) is split 1 | 2
+    and a critic part (1, 4, 7) 2 | 1. The plain CE (no compiled loss) is each replica's
+    sum over its rows divided by the part's global count: one device's mean."""
+    return _ib("mine", jit_compile, batch=10, compiled_loss=False)
 
 
 def ib_critic_phase(jit_compile):

@@ -34,6 +34,7 @@ CASES = {
     "ib_aa_mine": ["ce", "i_x", "i_y"],
     "ib_aa_mine_reuse": ["ce", "i_x", "i_y"],
     "ib_critic_phase": ["ce", "i_x", "i_y"],
+    "ib_uneven_parts": ["ce", "i_x", "i_y"],
     "ib_mine_gathered_inputs": ["ce", "i_x", "i_y"],
     "ib_layer_stage": ["i_x", "i_y"],
     "surrogate_activation_l2": ["ce", "surrogate"],

@@ -82,8 +82,9 @@ class CriticWarmup(keras.callbacks.Callback):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"Expected `{name}` to be an integer >= 1. Received: {name}={value!r}")
         for name, value in (("rtol", rtol), ("atol", atol)):
-            if not float(value) >= 0:
-                raise ValueError(f"Expected `{name}` >= 0. Received: {name}={value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or (
+                    not float(value) >= 0):
+                raise ValueError(f"Expected `{name}` to be a number >= 0. Received: {name}={value!r}")
         if isinstance(monitor, str) or not monitor:
             raise ValueError(f"Expected `monitor` to be a non-empty list of log keys. Received: monitor={monitor!r}")
         self.steps = steps
@@ -97,8 +98,10 @@ class CriticWarmup(keras.callbacks.Callback):
         if not hasattr(self.model, "set_phase"):
             raise ValueError(
                 "Expected a model with a critic phase (`set_phase('critic')`, e.g. an InformationBottleneckModel). "
-                f"Received: {type(self.model).__name__}"
+                f"Received: model of type {type(self.model).__name__}"
             )
+        if not getattr(self, "_held", None):
+            self.hold_network_state(self.model)
         self.estimates, self.settled, self.steps_done = [], None, 0
         self.model.set_phase("critic")
 
@@ -129,5 +132,20 @@ class CriticWarmup(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
-        self.model.set_phase("alternate")
+        self.release(self.model)
         self.model.critics_warmed_up = True
+
+    def hold_network_state(self, model):
+        """Records the network's non-trainable state (e.g. batch-normalization moving
+        statistics, which a training-mode forward pass updates) so that `release` puts
+        it back: the warm-up leaves the network exactly as it was."""
+        classifier = getattr(model, "classifier", model)
+        self._held = [(v, v.numpy()) for v in classifier.non_trainable_variables]
+
+    def release(self, model):
+        """Puts the model back in its "alternate" phase and restores the state recorded by
+        `hold_network_state` (safe to call twice, and after a failed warm-up)."""
+        model.set_phase("alternate")
+        for variable, value in getattr(self, "_held", []):
+            variable.assign(value)
+        self._held = []

@@ -42,8 +42,25 @@ class CriticScheduleMixin:
         see minibatches of `step_batch_size` rows: `(critic_steps + 1) * step_batch_size`
         with `critic_batches="fresh"`, `step_batch_size` with "reuse"."""
         if isinstance(step_batch_size, bool) or int(step_batch_size) != step_batch_size or step_batch_size < 2:
-            raise ValueError(f"Expected `step_batch_size` to be an integer >= 2. Received: {step_batch_size!r}")
+            raise ValueError(f"Expected `step_batch_size` to be an integer >= 2. "
+                             f"Received: step_batch_size={step_batch_size!r}")
         return int(step_batch_size) * (self.critic_steps + 1 if self.critic_batches == "fresh" else 1)
+
+    def _check_last_batch(self, x, batch_size, validation_split):
+        """Refuses array inputs whose last batch is too small to split into parts of 2."""
+        parts = self.critic_steps + 1 if self.critic_batches == "fresh" else 1
+        shape = getattr(x, "shape", None)
+        if parts == 1 or shape is None or not len(shape) or shape[0] is None:
+            return
+        rows = int(shape[0]) - int(int(shape[0]) * float(validation_split or 0.0))
+        batch = int(batch_size or 32)
+        last = rows % batch
+        if 0 < last < 2 * parts:
+            raise ValueError(
+                f"Expected the last batch to hold 0 or at least 2 * (critic_steps + 1) = {2 * parts} rows with "
+                "critic_batches='fresh' (every critic update and the network step take their own part of >= 2 "
+                f"rows): use another `batch_size`, drop {last} rows, or pass a tf.data.Dataset with "
+                f"drop_remainder=True. Received: {rows} training rows, batch_size={batch}, a last batch of {last}")
 
     @property
     def phase(self):
@@ -91,8 +108,12 @@ class CriticScheduleMixin:
         fit_kwargs = {k: kwargs.pop(k) for k in _WARMUP_FIT_ARGUMENTS if k in kwargs}
         callback = CriticWarmup(steps, **kwargs)
         # An epoch has at least one step, so `max_steps` epochs always suffice.
-        super().fit(x, y, batch_size=batch_size, epochs=callback.max_steps, verbose=verbose, callbacks=[callback],
-                    **fit_kwargs)
+        callback.hold_network_state(self)
+        try:
+            super().fit(x, y, batch_size=batch_size, epochs=callback.max_steps, verbose=verbose,
+                        callbacks=[callback], **fit_kwargs)
+        finally:  # also when the warm-up raises: the next `fit` must train the network
+            callback.release(self)
         self.warmup_history = list(callback.estimates)
         return callback
 
@@ -100,8 +121,9 @@ class CriticScheduleMixin:
         """`Model.fit`; with `critic_warmup`, preceded (once per model) by `warm_up` on
         the same `x`, `y`, `batch_size` (and `shuffle`, `sample_weight`,
         `steps_per_epoch`): the warm-up steps do not count in `epochs`."""
+        given = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
+        self._check_last_batch(given.get("x"), given.get("batch_size"), given.get("validation_split"))
         if self.critic_warmup and not self.critics_warmed_up:
-            given = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
             self.warm_up(given.get("x"), given.get("y"), batch_size=given.get("batch_size"),
                          **{k: given[k] for k in _WARMUP_FIT_ARGUMENTS if k in given})
         return super().fit(*args, **kwargs)

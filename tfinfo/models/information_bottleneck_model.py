@@ -105,9 +105,11 @@ class InformationBottleneckModel(CriticScheduleMixin, CriticOptimizerMixin, Clas
     global position, so MINE's moving averages, the AA-MINE head scale (moments of the
     global batch) and the copy sync are the same on every replica and equal one
     device's. Critic and classifier penalties are divided by the number of replicas (as
-    Keras divides compiled losses); with a per-replica batch that is a multiple of
-    `K + 1` every replica holds as many rows of the network's part, and the summed
-    replica gradients are the single-device gradients. XLA (`jit_compile=True`) draws
+    Keras divides compiled losses), and the CE is each replica's sum over its rows of the
+    network's part divided by the part's global row count, so the summed replica
+    gradients are the single-device gradients also when the replicas hold unequal
+    shares of the part (a compiled loss is Keras's per-replica mean: exact for equal
+    shares). XLA (`jit_compile=True`) draws
     the same noise as graph mode. Under a mixed precision policy the network and the
     critics compute in the policy's precision; the representation is cast to float32
     before any statistic, the critics' scores before any bound, and both losses are
@@ -326,14 +328,36 @@ class InformationBottleneckModel(CriticScheduleMixin, CriticOptimizerMixin, Clas
         representation = tf.reshape(tf.cast(representation, tf.float32), [tf.shape(x)[0], self.representation_dim])
         return representation, logits
 
-    def _check_batch(self, x, parts):
+    def _check_batch(self, x, parts, whole):
+        """Each part needs 2 rows: refused when traced if the size is known, else at run time."""
+        if parts == 1:
+            return
+        expected = (f"Expected batches of at least 2 * (critic_steps + 1) = {2 * parts} rows with "
+                    "critic_batches='fresh' (each critic update and the network step take their own part of >= 2 "
+                    "rows; `batch_size_for(b)` gives the batch for parts of b rows, and a dataset can drop its "
+                    "last incomplete batch). Received: a batch of ")
         rows = x.shape[0]  # one replica's rows; checked on one device only
-        if parts > 1 and rows is not None and tf.distribute.get_strategy().num_replicas_in_sync == 1 and (
-                rows < 2 * parts):
-            raise ValueError(
-                f"Expected batches of at least 2 * (critic_steps + 1) = {2 * parts} rows with "
-                "critic_batches='fresh' (each critic update and the network step take their own part of >= 2 "
-                f"rows; `batch_size_for(b)` gives the batch for parts of b rows). Received: a batch of {rows} rows")
+        if rows is not None and whole.context is None:
+            if rows < 2 * parts:
+                raise ValueError(f"{expected}{rows} rows")
+            return
+        total = tf.shape(x)[0] if whole.context is None else whole.total
+        tf.debugging.assert_greater_equal(total, 2 * parts, message=f"{expected}fewer rows")
+
+    def _network_cross_entropy(self, whole, y, logits, parts, replicas, ce_is_scaled):
+        """This replica's CE of the network's part, divided for the replicas' gradient sum.
+
+        Replicas can hold unequal shares of the interleaved network part (e.g. 2 replicas,
+        10 rows, 3 parts: global rows 2 | 5, 8). Without a compiled loss each replica sums
+        its rows' CE and divides by the global row count, so the replicas' sum is one
+        device's mean; a compiled loss is Keras's per-replica mean divided by the number
+        of replicas (equal to it when the shares are equal)."""
+        if whole.context is None or parts == 1 or ce_is_scaled:
+            ce = tf.cast(self.cross_entropy(y, logits), tf.float32)
+            return ce if ce_is_scaled else ce / replicas
+        per_sample = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        rows = tf.cast(tf.maximum(tf.math.floordiv(whole.total, parts), 1), tf.float32)
+        return tf.reduce_sum(tf.cast(per_sample, tf.float32)) / rows
 
     def train_step(self, data):
         self._check_compiled()
@@ -343,9 +367,9 @@ class InformationBottleneckModel(CriticScheduleMixin, CriticOptimizerMixin, Clas
         # A compiled loss is already divided by the number of replicas (Keras); the plain CE is not.
         ce_is_scaled = getattr(self, "loss", None) is not None
         parts = self.critic_steps + 1 if self.critic_batches == "fresh" else 1
-        self._check_batch(x, parts)
         follow = self._phase == "alternate"  # the network follows the critics
         whole = ReplicaBatch(x, tf.one_hot(y, self.num_classes))
+        self._check_batch(x, parts, whole)
         batches = whole.split(parts, (self.x_regularizer, self.y_regularizer))
         network = batches[-1]
         critic_parts = list(range(parts - 1)) if parts > 1 else [0] * self.critic_steps
@@ -370,9 +394,7 @@ class InformationBottleneckModel(CriticScheduleMixin, CriticOptimizerMixin, Clas
                     grads = critic_tape.gradient(scaled_critic_loss, critic_variables)
                     self.critic_optimizer.apply_gradients(
                         [(g, v) for g, v in zip(grads, critic_variables) if g is not None])
-            ce = tf.cast(self.cross_entropy(y_network, logits), tf.float32)
-            if not ce_is_scaled:
-                ce = ce / replicas
+            ce = self._network_cross_entropy(whole, y_network, logits, parts, replicas, ce_is_scaled)
             if parts > 1 or follow:
                 i_x, i_y = self._terms(network, whole.part(representation, parts - 1, parts), update_state=False)
                 loss = self.alpha * ce + (self.gamma * i_x.surrogate - self.beta * i_y.surrogate) / replicas
