@@ -116,7 +116,14 @@ def main(argv):
         return 2
     description = results["information_description"]
     label_x, label_y = describe_estimator(description["estimator"])["short"]
-    layers = ", ".join(f"{k}: {label_x}={v['i_x']:.2f} {label_y}={v['i_y']:.2f}"
+
+    def labels(layer):  # a zero-entropy noise layer's row is Z = Z_hat + eps, whatever the estimator
+        measured = description["layers"].get(layer, {}).get("measured", "")
+        if measured.startswith("Z = Z_hat + eps"):
+            return "I(X;Z)", "I(Y;Z)"
+        return label_x, label_y
+
+    layers = ", ".join(f"{k}: {labels(k)[0]}={v['i_x']:.2f} {labels(k)[1]}={v['i_y']:.2f}"
                        for k, v in results["information"].items())
     note = f" ({description['note']})" if description["note"] else ""
     print(f"tfinfo-ib: objective={results['objective']} test_accuracy={results['test_accuracy']:.4f} "

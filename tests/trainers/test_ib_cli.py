@@ -53,6 +53,8 @@ def test_every_objective_runs_on_the_embedded_default_and_draws_each_layer(tmp_p
     if noise:
         from trainers.ib_evaluation import evaluate_workdir
 
+        assert "bottleneck_noise: I(X;Z)=" in proc.stdout and "I(Y;Z)=" in proc.stdout
+
         assert description["layers"]["bottleneck_noise"]["noise_variance"] == pytest.approx(1 / (2 * 3.141592653589793
                                                                                                    * 2.718281828459045))
         again = evaluate_workdir(str(workdir))  # the saved classifier keeps the noise at inference
